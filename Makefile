@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test complexity readme-tables clean
+
+install: $(STAMP)
+
+# torch/torchvision come as version ranges (pip takes the builds this machine has on disk); no == pins.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test,slurm]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/complexity.py
+
+test: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(PYTEST_ARGS)
+
+complexity: $(STAMP)
+	$(PY) scripts/complexity.py out=docs
+
+clean:
+	rm -rf runs outputs multirun .pytest_cache

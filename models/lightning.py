@@ -1,0 +1,252 @@
+"""`Classifier`: the LightningModule around any network of the zoo (or any nn.Module mapping images to logits).
+
+Loss: cross-entropy with optional label smoothing. Metrics: top-1/top-5 accuracy (torchmetrics) per split, and
+`val/acc_best` (MaxMetric). Optimizers: SGD (momentum, nesterov) or AdamW, optionally without weight decay on BN
+parameters and biases. LR: cosine / multistep / one-cycle / constant with linear warm-up, stepped per iteration.
+A non-finite loss stops the run within the step that produced it (`Diverged`), before backward touches the weights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from models.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN/inf at `step` (0-based optimizer step)."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training loss is {loss} at step {step}: the run diverged (lower optim.lr or add warm-up)")
+        self.step, self.loss = step, loss
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    decay_bn_bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name={self.name!r} is not valid: choose one of {', '.join(OPTIMIZERS)}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optim.lr={self.lr!r} must be a positive number")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay={self.weight_decay!r} must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optim.momentum={self.momentum!r} must be in [0, 1)")
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ConfigError("optim.nesterov=true needs optim.name=sgd and optim.momentum>0")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+
+
+@dataclass
+class LRSchedule:
+    """lr multiplier as a function of the optimizer step; a plain object so LambdaLR checkpoints its fields."""
+
+    name: str = "cosine"
+    total_steps: int = 1
+    warmup_steps: int = 0
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of total_steps
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ConfigError(f"sched.name={self.name!r} is not valid: choose one of {', '.join(SCHEDULES)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"sched.warmup_steps={self.warmup_steps!r} must be >= 0")
+        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"sched.milestones={list(self.milestones)} must be increasing fractions of the "
+                              "total steps in (0, 1), e.g. [0.5,0.75]")
+        if not 0 < self.pct_start < 1:
+            raise ConfigError(f"sched.pct_start={self.pct_start!r} must be in (0, 1)")
+        self.milestones = [float(m) for m in self.milestones]
+        self.total_steps = max(1, int(self.total_steps))
+
+    def milestone_steps(self) -> list[int]:
+        return [round(m * self.total_steps) for m in self.milestones]
+
+    def __call__(self, step: int) -> float:
+        if self.name == "onecycle":  # warm-up is built in: lr/div -> lr over pct_start, cosine down to the floor
+            rise = max(1, round(self.pct_start * self.total_steps))
+            start, end = 1 / self.div_factor, 1 / (self.div_factor * self.final_div_factor)
+            if step < rise:
+                return start + (1 - start) * step / rise
+            p = min(1.0, (step - rise) / max(1, self.total_steps - rise))
+            return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * p))
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.name == "multistep":
+            return self.gamma ** sum(step >= m for m in self.milestone_steps())
+        if self.name == "cosine":
+            p = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+        return 1.0
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool) -> list[dict[str, Any]]:
+    """Two groups: weights (conv/linear kernels) with decay, and 1-d tensors (BN gamma/beta, biases) without,
+    unless decay_bn_bias (He et al. decayed everything)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_bn_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
+    return MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro")
+
+
+class Classifier(pl.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optim: dict[str, Any] | None = None,
+        sched: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        model_knobs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optim_cfg = OptimConfig(**(optim or {}))
+        self.sched_cfg = dict(sched or {})
+        LRSchedule(**self.sched_cfg)  # validate now, not when fit starts
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
+        self.label_smoothing = float(label_smoothing)
+        self.channels_last = channels_last
+        # Plain dicts only: checkpoints must load with torch.load(weights_only=True). model_knobs lets a resume
+        # check that the checkpoint was trained with the same architecture.
+        self.save_hyperparameters({
+            "num_classes": num_classes, "optim": asdict(self.optim_cfg), "sched": self.sched_cfg,
+            "label_smoothing": self.label_smoothing, "channels_last": channels_last, "compile": compile,
+            "model": dict(model_knobs or {}),
+        })
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()  # in place: state_dict keys stay those of the plain network
+        self.metrics = nn.ModuleDict({
+            f"{split}_{name}": _accuracy(num_classes, k)
+            for split in ("train", "val", "test") for name, k in (("acc", 1), ("acc_top5", 5))
+        })
+        self.test_loss = MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.test_prefix = "test"  # training.py sets "test_last" to evaluate the last checkpoint separately
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return loss, logits, y
+
+    # ------------------------------------------------------------------ train
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, logits, y = self._step(batch)
+        # One host sync per step buys detection within the step; all ranks decide together so DDP never hangs.
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
+            raise Diverged(self.global_step, float(loss.detach()))
+        self.metrics["train_acc"](logits.detach(), y)
+        self.metrics["train_acc_top5"](logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=False)
+        self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)
+        self.log("train/acc_top5", self.metrics["train_acc_top5"], on_step=False, on_epoch=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    # ------------------------------------------------------------------ eval
+    def on_train_start(self) -> None:
+        if not self.trainer.ckpt_path:  # a resumed run keeps its best-so-far
+            self.val_acc_best.reset()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        self.metrics["val_acc"](logits, y)
+        self.metrics["val_acc_top5"](logits, y)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.metrics["val_acc"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc_top5", self.metrics["val_acc_top5"], on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.metrics["val_acc"].compute())  # compute() is synced across ranks
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        p = self.test_prefix
+        self.metrics["test_acc"](logits, y)
+        self.metrics["test_acc_top5"](logits, y)
+        self.test_loss(loss, weight=y.numel())  # exact per-image mean across uneven last batches and ranks
+        self.log(f"{p}/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log(f"{p}/acc", self.metrics["test_acc"], on_step=False, on_epoch=True)
+        self.log(f"{p}/acc_top5", self.metrics["test_acc_top5"], on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------------ optim
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.optim_cfg
+        groups = param_groups(self.net, o.weight_decay, o.decay_bn_bias)
+        if o.name == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+        else:
+            opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
+        schedule = LRSchedule(**self.sched_cfg, total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------ RNG state in checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not store RNG state; we do, as tensors/tuples so weights_only loading accepts them.
+        np_state = np.random.get_state()
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(rng["python"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))

@@ -1,0 +1,136 @@
+"""Named presets: VGG and ResNet as values of the generic network's knobs.
+
+ImageNet presets (224x224, 1000 classes) equal torchvision's models to the parameter and the multiply-add
+(`tests/test_presets.py` checks them against torchvision and copies its weights in to compare outputs):
+
+    model      params        MACs (= torchvision "GFLOPS", He et al. "FLOPs")
+    vgg16      138,357,544   15,470,264,320   (Simonyan & Zisserman 2015: 138M)
+    vgg19      143,667,240   19,632,062,464   (He et al. 2016, Table 1 / Fig. 3: 19.6 billion FLOPs)
+    resnet18    11,689,512    1,814,073,344   (He et al. Table 1: 1.8 x 10^9)
+    resnet34    21,797,672    3,663,761,408   (3.6 x 10^9)
+    resnet50    25,557,032    4,089,184,256   (3.8 x 10^9 in the paper: stride on the 1x1 conv; torchvision's v1.5
+                                               puts it on the 3x3, as here)
+
+CIFAR presets (32x32, 10 classes) follow He et al. Sec. 4.2: 6n+2 layers, widths 16/32/64, option A shortcuts.
+Table 6 gives 0.27M / 0.46M / 0.66M / 0.85M / 1.7M params for ResNet-20/32/44/56/110 (we count 269,722 / 464,154 /
+658,586 / 853,018 / 1,727,962) and test errors 8.75 / 7.51 / 7.17 / 6.97 / 6.43 %. `vgg*_cifar` are the VGGs of
+common CIFAR repos: conv with bias + BN, five 2x2 max-pools down to 1x1, one Linear 512 -> classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from torch import nn
+
+from models.errors import ConfigError
+from models.network import Net
+from models.spec import NetSpec
+
+
+@dataclass(frozen=True)
+class Preset:
+    spec: NetSpec
+    input_size: int  # the resolution the preset is designed for (224 ImageNet, 32 CIFAR)
+    reference: str  # where its numbers come from; "torchvision.models.<fn>" where torchvision has it
+
+
+VGG_DEPTHS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+RESNET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+
+_VGG = dict(stem="vgg", block="plain", residual=False, downsample="maxpool", widths=(64, 128, 256, 512, 512),
+            conv_bias=True)
+_IMAGENET_VGG = dict(_VGG, head="fc", head_pool=7, head_hidden=(4096, 4096))
+_CIFAR_VGG = dict(_VGG, head="fc", head_pool=1, head_hidden=(), batch_norm=True, num_classes=10)
+_RESNET = dict(stem="resnet", stem_width=64, shortcut="B", downsample="stride", widths=(64, 128, 256, 512), head="gap")
+# CIFAR ResNets: if switched to head=fc, the classic CIFAR-VGG classifier (two hidden layers of 512).
+_CIFAR_RESNET = dict(stem="cifar", stem_width=16, block="basic", shortcut="A", downsample="stride",
+                     widths=(16, 32, 64), head="gap", head_pool=1, head_hidden=(512, 512), num_classes=10)
+
+
+def _presets() -> dict[str, Preset]:
+    out: dict[str, Preset] = {}
+    for d, depths in VGG_DEPTHS.items():
+        for bn in (False, True):
+            name = f"vgg{d}" + ("_bn" if bn else "")
+            out[name] = Preset(NetSpec(**_IMAGENET_VGG, depths=depths, batch_norm=bn), 224, f"torchvision.models.{name}")
+    for d, depths in RESNET_DEPTHS.items():
+        block = "basic" if d < 50 else "bottleneck"
+        out[f"resnet{d}"] = Preset(NetSpec(**_RESNET, block=block, depths=depths), 224, f"torchvision.models.resnet{d}")
+    for d in (18, 34):  # He et al. Table 2 / Fig. 4: the same layers without shortcuts
+        out[f"plain{d}"] = Preset(NetSpec(**_RESNET, block="basic", depths=RESNET_DEPTHS[d], residual=False), 224,
+                                  "He et al. 2016 Table 2 (resnet without shortcuts)")
+    for d in CIFAR_DEPTHS:
+        n = (d - 2) // 6
+        for residual, family in ((True, "resnet"), (False, "plain")):
+            out[f"{family}{d}"] = Preset(NetSpec(**_CIFAR_RESNET, depths=(n, n, n), residual=residual), 32,
+                                         "He et al. 2016 Sec. 4.2, Table 6 / Fig. 6")
+    for d, depths in VGG_DEPTHS.items():
+        out[f"vgg{d}_cifar"] = Preset(NetSpec(**_CIFAR_VGG, depths=depths), 32, "common CIFAR VGG (conv+bias+BN, 1 FC)")
+    return out
+
+
+PRESETS: dict[str, Preset] = _presets()
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def get_spec(name_or_spec: str | NetSpec | Mapping[str, Any], **overrides: Any) -> NetSpec:
+    """A preset name, a spec, or a mapping (optionally with `name`: a preset to start from) plus knob overrides."""
+    if isinstance(name_or_spec, NetSpec):
+        return name_or_spec.replace(**overrides)
+    if isinstance(name_or_spec, str):
+        return get_preset(name_or_spec).spec.replace(**overrides)
+    if isinstance(name_or_spec, Mapping):
+        knobs = dict(name_or_spec)
+        base = knobs.pop("name", None)
+        knobs.update(overrides)
+        return (get_preset(base).spec if base else NetSpec()).replace(**knobs)
+    raise ConfigError(f"model must be a preset name, a NetSpec or a mapping of knobs, not {type(name_or_spec).__name__}")
+
+
+def build(name_or_spec: str | NetSpec | Mapping[str, Any], **overrides: Any) -> nn.Module:
+    """Build a network: `build("resnet34", head="fc")`, `build("vgg16", stem="resnet", num_classes=10)`."""
+    return Net(get_spec(name_or_spec, **overrides))
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """The Hydra `model/<name>.yaml` content: the preset's name plus every knob, so `model.<knob>=...` overrides work."""
+    knobs = {k: list(v) if isinstance(v, tuple) else v for k, v in get_preset(name).spec.knobs().items()
+             if k not in ("depth", "width")}
+    knobs["num_classes"] = None  # null: taken from the dataset at run time (set it to insist on a count)
+    return {"name": name, **knobs}
+
+
+def write_preset_configs(directory: str) -> list[str]:
+    """Regenerate configs/model/*.yaml from PRESETS (tests check the committed files are current)."""
+    import pathlib
+
+    import yaml
+
+    out = pathlib.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, preset in PRESETS.items():
+        header = (f"# Generated from models/presets.py (python -m models.presets {directory}); edit the preset, not this.\n"
+                  f"# Designed input size: {preset.input_size}. Reference: {preset.reference}.\n")
+        path = out / f"{name}.yaml"
+        path.write_text(header + yaml.safe_dump(preset_config(name), sort_keys=False, default_flow_style=None))
+        written.append(str(path))
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("\n".join(write_preset_configs(sys.argv[1] if len(sys.argv) > 1 else "configs/model")))

@@ -1,0 +1,71 @@
+"""Shared by the entry points: bad input becomes ONE line on stderr and exit status 2.
+
+Hydra reports composition errors (unknown config option, unknown key) over several lines with hints; ConfigError
+from our own validation is already one line. Both go through `run_and_report` below, which replaces Hydra's: set
+HYDRA_FULL_ERROR=1 for the full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import hydra._internal.utils as hydra_utils  # noqa: E402
+from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
+
+from models.errors import ConfigError  # noqa: E402
+from models.spec import knob_names  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+
+
+def one_line(ex: BaseException) -> str:
+    """A single line naming the key and the fix, from our ConfigError or Hydra's multi-line messages."""
+    if isinstance(ex, ConfigError):
+        return str(ex)
+    text = str(ex)
+    missing = re.search(r"Could not find '([^']+)'", text)
+    if missing:
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        group = missing.group(1).rsplit("/", 1)
+        key = f"{group[0]}={group[1]}" if len(group) == 2 else missing.group(1)
+        return f"{key} is not a known option: choose one of {', '.join(sorted(options))}" if options else \
+            f"{key}: config not found under configs/"
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        if key.startswith("model.") and key.count(".") == 1:
+            return f"unknown model knob {key.split('.', 1)[1]!r} in {key}: valid knobs are {', '.join(knob_names())}"
+        return f"unknown key {key}: check the spelling (python scripts/<script>.py --cfg job lists the keys) " \
+               f"or use +{key}=... to add a new one"
+    cause = f" ({ex.__cause__})" if ex.__cause__ else ""
+    first = " ".join(text.split())
+    return f"{type(ex).__name__}: {first}{cause}"
+
+
+def run_and_report(func: Callable[[], Any]) -> Any:
+    try:
+        return func()
+    except Exception as ex:  # noqa: BLE001 - the one place where errors become a message
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {' '.join(one_line(ex).split())}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+hydra_utils.run_and_report = run_and_report
+
+
+def _job_return_value(self: JobReturn) -> Any:
+    # Hydra writes "Error executing job with overrides: [...]" before re-raising: that would be a second line.
+    if self.status == JobStatus.FAILED:
+        raise self._return_value
+    return self._return_value
+
+
+JobReturn.return_value = property(_job_return_value, JobReturn.return_value.fset)

@@ -1,0 +1,26 @@
+"""Train one model: `python scripts/train.py [overrides]` (see configs/train.yaml for every option).
+
+    python scripts/train.py                                   # resnet20 on the built-in digits, CPU, wandb offline
+    python scripts/train.py experiment=digits_quick           # `make demo`
+    python scripts/train.py model=resnet56 data=cifar10 data.root=/data/cifar10 trainer=gpu
+    python scripts/train.py trainer=ddp trainer.accelerator=cpu trainer.devices=2
+
+Bad input: one line on stderr naming the key and the fix, exit status 2 (HYDRA_FULL_ERROR=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import _cli  # noqa: F401  (repo on sys.path; one-line errors, exit 2)
+import hydra
+from omegaconf import DictConfig
+
+from models.training import train
+
+
+@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
