@@ -23,10 +23,16 @@ DATAMODULES: dict[str, type] = {
     "imagenette": ImageFolderDataModule,
 }
 # The registry name fixes this constructor argument.
-_NAME_ARG = {"cifar10": "name", "cifar100": "name", "imagefolder": "layout", "tinyimagenet": "layout", "imagenette": "layout"}
+_NAME_ARG = {
+    "cifar10": "name",
+    "cifar100": "name",
+    "imagefolder": "layout",
+    "tinyimagenet": "layout",
+    "imagenette": "layout",
+}
 
 
-def build_datamodule(name: str, **kwargs: Any) -> Any:
+def build_datamodule(name: str, /, **kwargs: Any) -> Any:
     """Instantiate the datamodule registered as ``name`` with config kwargs; unknown names/keys are ConfigErrors."""
     if name not in DATAMODULES:
         raise ConfigError(f"data.name={name!r} is unknown: set data.name to one of {', '.join(DATAMODULES)}")
@@ -39,9 +45,7 @@ def build_datamodule(name: str, **kwargs: Any) -> Any:
     valid = [p for p in inspect.signature(cls).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ConfigError(
-            f"data.{unknown[0]} is not a setting of {name}: remove it; valid keys: {', '.join(valid)}"
-        )
+        raise ConfigError(f"data.{unknown[0]} is not a setting of {name}: remove it; valid keys: {', '.join(valid)}")
     return cls(**kwargs)
 
 

@@ -1,6 +1,6 @@
 """Throughput of the CIFAR train pipelines: device-resident batched augmentation vs torchvision DataLoaders.
 
-    python -m data.bench --root ../shared/data/cifar10 --seconds 3 [--device cuda] [--workers 0 2]
+    python -m data.bench --root ../shared/data/cifar10 --seconds 3 [--device cuda] [--workers 0 2] [--threads 1]
 
 Counts augmented, normalised train images per second delivered on ``--device`` (DataLoader batches are
 copied there too, as Lightning would). Without ``--root`` it uses a synthetic CIFAR-format copy.
@@ -13,7 +13,6 @@ import tempfile
 import time
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -29,7 +28,9 @@ class PILCIFAR(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std) -> None:
         self.data = images.permute(0, 2, 3, 1).contiguous().numpy()
         self.labels = labels.tolist()
-        self.tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+        self.tf = T.Compose(
+            [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+        )
 
     def __len__(self) -> int:
         return len(self.data)
@@ -66,7 +67,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, nargs="*", default=[0, 2])
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     root = args.root or write_cifar(tempfile.mkdtemp(), n_train=20000, n_test=100).parent
     dm = CIFARDataModule(root=str(root), verify=False, batch_size=args.batch_size, device_resident=True)
@@ -77,15 +81,24 @@ def main() -> None:
     if device.type != "cpu":  # the datamodule uses the trainer's device; standalone we rebuild on --device
         from data.device import DeviceLoader
 
-        loader = DeviceLoader(images, labels, args.batch_size, mean=dm.mean, std=dm.std, train=True, pad=4,
-                              flip=True, device=device)
+        loader = DeviceLoader(
+            images, labels, args.batch_size, mean=dm.mean, std=dm.std, train=True, pad=4, flip=True, device=device
+        )
     results = {"device-resident (batched tensor ops)": rate(loader, args.seconds, device)}
     for w in args.workers:
-        dm_dl = CIFARDataModule(root=str(root), verify=False, batch_size=args.batch_size, device_resident=False, num_workers=w)
+        dm_dl = CIFARDataModule(
+            root=str(root), verify=False, batch_size=args.batch_size, device_resident=False, num_workers=w
+        )
         dm_dl.setup()
         results[f"DataLoader, v2 on uint8 tensors, {w} workers"] = rate(dm_dl.train_dataloader(), args.seconds, device)
-        pil = DataLoader(PILCIFAR(images, labels, dm.mean, dm.std), batch_size=args.batch_size, shuffle=True,
-                         drop_last=True, num_workers=w, persistent_workers=w > 0)
+        pil = DataLoader(
+            PILCIFAR(images, labels, dm.mean, dm.std),
+            batch_size=args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=w,
+            persistent_workers=w > 0,
+        )
         results[f"DataLoader, classic PIL CIFAR10 path, {w} workers"] = rate(pil, args.seconds, device)
     for k, v in results.items():
         print(f"{v:12,.0f} img/s  {k}")

@@ -53,7 +53,9 @@ def load_or_build(
         partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
         arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
     except OSError as e:
-        raise ConfigError(f"cannot write the image cache in data.cache_dir={cache_dir} ({e}): set data.cache_dir=<writable dir>") from None
+        raise ConfigError(
+            f"cannot write the image cache in data.cache_dir={cache_dir} ({e}): set data.cache_dir=<writable dir>"
+        ) from None
     try:
         with ThreadPoolExecutor(max(1, threads)) as pool, Progress(transient=True) as bar:
             task = bar.add_task(f"caching {tag} at {size}px", total=len(files))

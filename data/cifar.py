@@ -29,9 +29,7 @@ def find_cifar_dir(root: str | Path, name: str) -> Path:
     for candidate in (root / base, root):
         if candidate.name == base and candidate.is_dir():
             return candidate
-    raise ConfigError(
-        f"data.root={root / base} not found: set data.root=<dir containing {base}> or data.download=true"
-    )
+    raise ConfigError(f"data.root={root / base} not found: set data.root=<dir containing {base}> or data.download=true")
 
 
 def read_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -75,8 +73,14 @@ class CIFARDataModule(InMemoryImageDataModule):
         seed: int = 0,
         device_resident: bool | str = "auto",
     ) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                         device_resident=device_resident, augment=augment)
+        super().__init__(
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            device_resident=device_resident,
+            augment=augment,
+        )
         self.save_hyperparameters()
         self.name = check_choice("name", name, list(_TV))
         if root is None:
@@ -113,7 +117,9 @@ class CIFARDataModule(InMemoryImageDataModule):
             for fname, md5 in tv.train_list + tv.test_list:
                 path = folder / fname
                 if not path.is_file():
-                    raise ConfigError(f"{path} is missing: put the full {tv.base_folder} under data.root or set data.download=true")
+                    raise ConfigError(
+                        f"{path} is missing: put the full {tv.base_folder} under data.root or set data.download=true"
+                    )
                 if not check_integrity(str(path), md5):
                     raise ConfigError(
                         f"checksum mismatch in {path}: if this is a known re-encoded copy set data.verify=false,"

@@ -123,6 +123,10 @@ class BaseImageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (lambda: trainer.current_epoch) if trainer is not None else None
 
+    def _shuffle(self, train: bool) -> bool:
+        # Lightning's overfit_batches wants a fixed train order; it can only switch that off for DataLoaders itself
+        return train and not (self.trainer is not None and self.trainer.overfit_batches > 0)
+
     def _dataloader(self, dataset: Dataset, train: bool, workers: int) -> DataLoader:
         return DataLoader(
             dataset,
@@ -203,17 +207,29 @@ class InMemoryImageDataModule(BaseImageDataModule):
         images, labels = self.splits[split]
         train = split == "train"
         if not self.device_resident():
-            return self._dataloader(TensorImageDataset(images, labels, self._torchvision_transform(train)), train,
-                                    self.num_workers())
+            return self._dataloader(
+                TensorImageDataset(images, labels, self._torchvision_transform(train)), train, self.num_workers()
+            )
         device = self._device()
         key = (split, str(device))
         if key not in self._on_device:  # one device copy per split, shared by every loader built from it
             self._on_device[key] = (images.to(device), labels.to(device))
         rank, world = self._rank_world()
         return DeviceLoader(
-            *self._on_device[key], self.batch_size, mean=self.mean, std=self.std, train=train,
-            pad=self.pad if self.augment else 0, flip=self.flip and self.augment, out_size=self.image_size,
-            seed=self.seed, device=device, rank=rank, world_size=world, epoch_fn=self._epoch_fn(),
+            *self._on_device[key],
+            self.batch_size,
+            mean=self.mean,
+            std=self.std,
+            train=train,
+            pad=self.pad if self.augment else 0,
+            flip=self.flip and self.augment,
+            out_size=self.image_size,
+            seed=self.seed,
+            device=device,
+            rank=rank,
+            world_size=world,
+            epoch_fn=self._epoch_fn(),
+            shuffle=self._shuffle(train),
         )
 
     def train_dataloader(self) -> DeviceLoader | DataLoader:
@@ -246,6 +262,7 @@ class InMemoryImageDataModule(BaseImageDataModule):
             "augment_flip": self.flip and self.augment,
             "mean": [round(m, 4) for m in self.mean],
             "std": [round(s, 4) for s in self.std],
+            "loader": "DeviceLoader" if self.device_resident() else "DataLoader",
             "device_resident": self.device_resident(),
             "num_workers": self.num_workers(),
             "seed": self.seed,

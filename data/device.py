@@ -72,7 +72,8 @@ class DeviceLoader:
     ``images``: uint8 (N,C,H,W) (moved to ``device`` once; pass a tensor already there to share it between
     loaders). ``crop`` defaults to H; ``out_size`` (default ``crop``) bilinearly resizes after cropping.
     ``train=True``: shuffled, random crop/flip, drops the last partial batch. ``train=False``: in order, center
-    crop, keeps every sample. ``batch_size`` is per rank (per device).
+    crop, keeps every sample. ``shuffle`` overrides the order only (default: ``train``). ``batch_size`` is per
+    rank (per device).
     """
 
     def __init__(
@@ -93,17 +94,22 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         epoch_fn: Callable[[], int] | None = None,
+        shuffle: bool | None = None,
     ) -> None:
+        # programming errors, not user input: plain ValueErrors
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ConfigError(f"DeviceLoader needs uint8 NCHW images, got {images.dtype} {tuple(images.shape)}: fix the datamodule")
-        if len(images) != len(labels):
-            raise ConfigError(f"{len(images)} images but {len(labels)} labels: fix the datamodule")
+            raise ValueError(f"DeviceLoader needs uint8 NCHW images, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels) or len(mean) != images.shape[1] or len(std) != images.shape[1]:
+            raise ValueError(
+                f"{len(images)} images of {images.shape[1]} channels, {len(labels)} labels, mean/std {mean}/{std}"
+            )
         if not 0 <= rank < world_size:
-            raise ConfigError(f"rank={rank} outside world_size={world_size}: fix the trainer setup")
+            raise ValueError(f"rank={rank} outside world_size={world_size}")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size, self.train, self.seed = int(batch_size), bool(train), int(seed)
+        self.shuffle = self.train if shuffle is None else bool(shuffle)  # False: Lightning's overfit_batches
         self.pad, self.flip = int(pad), bool(flip)
         self.crop = int(crop or images.shape[-1])
         self.out_size = int(out_size or self.crop)
@@ -135,7 +141,10 @@ class DeviceLoader:
         """This rank's batches of sample indices (CPU int64) for ``epoch``."""
         n, w, b = len(self.images), self.world_size, self.batch_size
         if self.train:
-            perm = torch.randperm(n, generator=_seeded(torch.device("cpu"), self.seed, epoch))  # same on all ranks
+            if self.shuffle:  # the same permutation on every rank, so the shards are disjoint
+                perm = torch.randperm(n, generator=_seeded(torch.device("cpu"), self.seed, epoch))
+            else:
+                perm = torch.arange(n)
             mine = perm[: (n // w) * w][self.rank :: w]
             return list(mine[: len(self) * b].split(b))
         mine = torch.arange(self.rank, n, w)
@@ -155,16 +164,23 @@ class DeviceLoader:
         x = crop_flip(x, self.crop, pad=self.pad, flip=self.flip, train=self.train, gen=gen)
         x = torch.addcmul(self._shift, x.float(), self._scale)
         if self.out_size != self.crop:
-            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False,
-                              antialias=self.out_size < self.crop)
+            x = F.interpolate(
+                x,
+                size=(self.out_size, self.out_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=self.out_size < self.crop,
+            )
         return x.contiguous()
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         # A generator: nothing runs until the first next(), i.e. after Lightning has advanced the epoch.
         epoch = int(self.epoch_fn()) if self.epoch_fn is not None else self.epoch
         gen = _seeded(self.device, self.seed, epoch, self.rank) if self.train else None
-        for idx in self.batch_indices(epoch):
-            idx = idx.to(self.device, non_blocking=True)
+        batches = self.batch_indices(epoch)
+        # one host->device copy of the epoch's indices, then per-batch views
+        flat = torch.cat(batches).to(self.device, non_blocking=True)
+        for idx in flat.split([len(b) for b in batches]):
             yield self.transform(self.images[idx], gen), self.labels[idx]
         if self.epoch_fn is None:
             self.epoch = epoch + 1  # standalone use: reshuffle on the next pass

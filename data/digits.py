@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.common import InMemoryImageDataModule, check_int, channel_stats, stratified_split
+from data.common import InMemoryImageDataModule, channel_stats, check_int, stratified_split
 from models.errors import ConfigError
 
 
@@ -43,8 +43,14 @@ class DigitsDataModule(InMemoryImageDataModule):
         augment: bool = False,
         device_resident: bool | str = "auto",
     ) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                         device_resident=device_resident, augment=augment)
+        super().__init__(
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            device_resident=device_resident,
+            augment=augment,
+        )
         self.save_hyperparameters()
         self.name = "digits"
         self.val_size = check_int("val_size", val_size, 1)
@@ -63,8 +69,9 @@ class DigitsDataModule(InMemoryImageDataModule):
     def _load(self) -> None:
         images, labels = load_digits_images(self.image_size)
         n = len(labels)
-        train, val, test = stratified_split(labels.numpy(), [n - self.val_size - self.test_size, self.val_size,
-                                                             self.test_size], self.seed)
+        train, val, test = stratified_split(
+            labels.numpy(), [n - self.val_size - self.test_size, self.val_size, self.test_size], self.seed
+        )
         splits = {k: (images[i], labels[i]) for k, i in (("train", train), ("val", val), ("test", test))}
         self.mean, self.std = channel_stats(splits["train"][0])
         self._set_splits(splits)

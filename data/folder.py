@@ -33,8 +33,25 @@ from models.errors import ConfigError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYOUTS = ("imagefolder", "tinyimagenet", "imagenette")
-_IMAGENETTE_DIRS = ("imagenette2-160", "imagenette2-320", "imagenette2", "imagewoof2-160", "imagewoof2-320", "imagewoof2")
+_IMAGENETTE_DIRS = (
+    "imagenette2-160",
+    "imagenette2-320",
+    "imagenette2",
+    "imagewoof2-160",
+    "imagewoof2-320",
+    "imagewoof2",
+)
 _FIX_CORRUPT = "delete or replace the file (data.verify=true scans every image before training)"
+
+
+class CorruptImageError(ConfigError):
+    """A ConfigError that stays one clean line when a DataLoader worker re-raises it with its traceback."""
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:  # torch's ExceptionWrapper.reraise format
+            message = message.rsplit(marker, 1)[1]
+        super().__init__(message)
 
 
 def is_image(path: Path) -> bool:
@@ -47,7 +64,7 @@ def load_rgb(path: Path) -> Image.Image:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ConfigError(f"cannot read image {path} ({type(e).__name__}: {e}): {_FIX_CORRUPT}") from None
+        raise CorruptImageError(f"cannot read image {path} ({type(e).__name__}: {e}): {_FIX_CORRUPT}") from None
 
 
 def scan_image(path: Path) -> str | None:
@@ -75,7 +92,10 @@ def list_images(folder: Path) -> list[Path]:
         raise ConfigError(f"class folder {folder} not found: create it with images or drop the class via data.classes")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
     if not files:
-        raise ConfigError(f"class folder {folder} has no images ({' '.join(IMG_EXTENSIONS)}): add images or drop the class via data.classes")
+        raise ConfigError(
+            f"class folder {folder} has no images ({' '.join(IMG_EXTENSIONS)}):"
+            " add images or drop the class via data.classes"
+        )
     return files
 
 
@@ -92,7 +112,8 @@ class ImageFileDataset(Dataset):
 
 
 class ImageFolderDataModule(BaseImageDataModule):
-    """Folder datasets (``layout``) at ``root``; optional class subset (``classes`` wnids or first ``num_classes_subset``).
+    """Folder datasets (``layout``) at ``root``; optional class subset (``classes`` wnids, or the first
+    ``num_classes_subset`` sorted classes).
 
     ``batch_size`` is per device. ``num_workers="auto"`` = min(8, CPUs). Labels follow the order of ``classes``
     (or the sorted class folders). ``verify=True`` scans every image up front (in prepare_data) unless the cache
@@ -126,20 +147,29 @@ class ImageFolderDataModule(BaseImageDataModule):
         self.root_setting = Path(root).expanduser()
         self.download = check_flag("download", download)
         if self.download and layout != "imagenette":
-            raise ConfigError(f"data.download=true is not available for layout {layout}: put the files under data.root and set data.download=false")
+            raise ConfigError(
+                f"data.download=true is not available for layout {layout}: put the files under data.root and set"
+                " data.download=false"
+            )
         self.imagenette_size = check_choice("imagenette_size", imagenette_size, list(Imagenette._ARCHIVES))
         self.verify = check_flag("verify", verify)
         self.cache = check_flag("cache", cache)
         self.cache_dir_setting = cache_dir
         self.device_resident_setting = check_flag("device_resident", device_resident, allow_auto=True)
         if self.device_resident_setting is True and not self.cache:
-            raise ConfigError("data.device_resident=true needs data.cache=true for folder datasets: set data.cache=true")
+            raise ConfigError(
+                "data.device_resident=true needs data.cache=true for folder datasets: set data.cache=true"
+            )
         if classes is not None and num_classes_subset is not None:
             raise ConfigError("data.classes and data.num_classes_subset are both set: set only one of them")
         if classes is not None and (isinstance(classes, str) or not classes):
-            raise ConfigError(f"data.classes={classes!r} is invalid: set data.classes to a non-empty list of class folder names")
+            raise ConfigError(
+                f"data.classes={classes!r} is invalid: set data.classes to a non-empty list of class folder names"
+            )
         self.class_subset = list(classes) if classes is not None else None
-        self.num_classes_subset = None if num_classes_subset is None else check_int("num_classes_subset", num_classes_subset, 1)
+        self.num_classes_subset = (
+            None if num_classes_subset is None else check_int("num_classes_subset", num_classes_subset, 1)
+        )
         self.cache_size = int(self.image_size * 1.143)  # 224 -> 256, the usual resize-then-crop ratio
         self.eval_resize = int(self.image_size * 256 / 224)
         self._classes: list[str] | None = None
@@ -162,7 +192,9 @@ class ImageFolderDataModule(BaseImageDataModule):
             return root / "tiny-imagenet-200"
         if not (root / "train").is_dir():
             hint = " or data.download=true" if self.layout == "imagenette" else ""
-            raise ConfigError(f"data.root={root}/train not found: set data.root=<dir with train/<class>/ and val/>{hint}")
+            raise ConfigError(
+                f"data.root={root}/train not found: set data.root=<dir with train/<class>/ and val/>{hint}"
+            )
         return root
 
     @property
@@ -183,7 +215,10 @@ class ImageFolderDataModule(BaseImageDataModule):
                 self._classes = list(dict.fromkeys(self.class_subset))
             elif self.num_classes_subset is not None:
                 if self.num_classes_subset > len(available):
-                    raise ConfigError(f"data.num_classes_subset={self.num_classes_subset} but only {len(available)} classes exist: lower it")
+                    raise ConfigError(
+                        f"data.num_classes_subset={self.num_classes_subset} but only {len(available)} classes exist:"
+                        " lower data.num_classes_subset"
+                    )
                 self._classes = available[: self.num_classes_subset]
             else:
                 self._classes = available
@@ -214,26 +249,35 @@ class ImageFolderDataModule(BaseImageDataModule):
         if self.samples:
             return self.samples
         root, classes = self.root, self.classes
-        samples = {"train": [(p, i) for i, c in enumerate(classes) for p in list_images(root / "train" / c)]}
+        samples = {"train": self._folder_split(root / "train", classes)}
         if self.layout == "tinyimagenet":
             samples["val"] = self._tiny_val(root, classes)
         else:
             for split in ("val", "test"):
                 if (root / split).is_dir():
-                    if self.class_subset is None and self.num_classes_subset is None:
-                        extra = sorted(p.name for p in (root / split).iterdir() if p.is_dir() and p.name not in classes)
-                        if extra:
-                            raise ConfigError(f"{root / split} has class folders {', '.join(extra)} absent from train/: remove them or select classes via data.classes")
-                    samples[split] = [(p, i) for i, c in enumerate(classes) for p in list_images(root / split / c)]
+                    samples[split] = self._folder_split(root / split, classes)
             if "val" not in samples:
-                raise ConfigError(f"{root}/val not found: add val/<class>/ images under data.root (used for model selection)")
+                raise ConfigError(f"{root}/val not found: add val/<class>/ images under data.root (model selection)")
         self.samples = samples
         return samples
+
+    def _folder_split(self, folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+        if self.class_subset is None and self.num_classes_subset is None and folder.name != "train":
+            extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
+            if extra:  # labels would silently disagree with train's
+                raise ConfigError(
+                    f"{folder} has class folders {', '.join(extra[:5])} absent from train/: remove them or select"
+                    " classes via data.classes"
+                )
+        return [(p, i) for i, c in enumerate(classes) for p in list_images(folder / c)]
 
     def _tiny_val(self, root: Path, classes: list[str]) -> list[tuple[Path, int]]:
         ann = root / "val" / "val_annotations.txt"
         if not ann.is_file():
-            raise ConfigError(f"{ann} not found: data.root must be an extracted tiny-imagenet-200 (val/images + val/val_annotations.txt)")
+            raise ConfigError(
+                f"{ann} not found: set data.root to an extracted tiny-imagenet-200"
+                " (with val/images and val/val_annotations.txt)"
+            )
         label = {c: i for i, c in enumerate(classes)}
         out, counts = [], dict.fromkeys(classes, 0)
         for line in ann.read_text().splitlines():
@@ -243,10 +287,15 @@ class ImageFolderDataModule(BaseImageDataModule):
                 counts[parts[1]] += 1
         empty = [c for c, n in counts.items() if n == 0]
         if empty:
-            raise ConfigError(f"{ann} lists no validation images for {', '.join(empty[:5])}: fix the file or drop those classes via data.classes")
+            raise ConfigError(
+                f"{ann} lists no validation images for {', '.join(empty[:5])}: fix the file or drop those classes"
+                " via data.classes"
+            )
         missing = [p for p, _ in out if not p.is_file()]
         if missing:
-            raise ConfigError(f"{missing[0]} (listed in {ann}) not found, {len(missing)} missing in all: restore val/images")
+            raise ConfigError(
+                f"{missing[0]} (listed in {ann}) not found, {len(missing)} missing in all: restore val/images"
+            )
         return sorted(out)
 
     # -- Lightning hooks --
@@ -271,10 +320,12 @@ class ImageFolderDataModule(BaseImageDataModule):
         """Check every image cheaply (threads); one ConfigError listing the bad files."""
         paths = list(paths)
         with ThreadPoolExecutor(min(8, cpu_count() * 2)) as pool:
-            bad = [(p, why) for p, why in zip(paths, pool.map(scan_image, paths)) if why]
+            bad = [(p, why) for p, why in zip(paths, pool.map(scan_image, paths), strict=True) if why]
         if bad:
             first = "; ".join(f"{p} ({why})" for p, why in bad[:3])
-            raise ConfigError(f"{len(bad)} unreadable image(s): {first}: delete or replace them (data.verify=false skips this scan)")
+            raise ConfigError(
+                f"{len(bad)} unreadable image(s): {first}: delete or replace them (data.verify=false skips this scan)"
+            )
         self._scanned = True
 
     def setup(self, stage: str | None = None) -> None:
@@ -295,8 +346,13 @@ class ImageFolderDataModule(BaseImageDataModule):
         for split, samples in self._index().items():
             files = [p for p, _ in samples]
             arr, path, built = image_cache.load_or_build(
-                files, self.root, self.cache_dir(), f"{self.layout}-{split}-{selection}", self.cache_size,
-                self._decode_square, threads=min(8, cpu_count() * 2),
+                files,
+                self.root,
+                self.cache_dir(),
+                f"{self.layout}-{split}-{selection}",
+                self.cache_size,
+                self._decode_square,
+                threads=min(8, cpu_count() * 2),
             )
             self.cache_events[split] = "built" if built else "reused"
             self.cached[split] = (torch.from_numpy(arr), torch.tensor([y for _, y in samples], dtype=torch.int64))
@@ -317,9 +373,14 @@ class ImageFolderDataModule(BaseImageDataModule):
 
     def transform(self, train: bool) -> v2.Compose:
         size = self.image_size
-        head = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()] if train else [
-            v2.Resize(self.eval_resize, antialias=True), v2.CenterCrop(size)]
-        return v2.Compose([*head, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        head = (
+            [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+            if train
+            else [v2.Resize(self.eval_resize, antialias=True), v2.CenterCrop(size)]
+        )
+        return v2.Compose(
+            [*head, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        )
 
     def _split_for(self, split: str) -> str:
         return split if split in self._index() else "val"  # no test/: test = val
@@ -328,7 +389,9 @@ class ImageFolderDataModule(BaseImageDataModule):
         self.setup()
         split, train = self._split_for(split), split == "train"
         if not self.cache:
-            return self._dataloader(ImageFileDataset(self.samples[split], self.transform(train)), train, self.num_workers())
+            return self._dataloader(
+                ImageFileDataset(self.samples[split], self.transform(train)), train, self.num_workers()
+            )
         device = self._device() if self.device_resident() else torch.device("cpu")
         key = (split, str(device))
         if key not in self._on_device:
@@ -336,9 +399,19 @@ class ImageFolderDataModule(BaseImageDataModule):
             self._on_device[key] = (images.to(device), labels.to(device))
         rank, world = self._rank_world()
         return DeviceLoader(
-            *self._on_device[key], self.batch_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, train=train,
-            flip=True, crop=self.image_size, seed=self.seed, device=device, rank=rank, world_size=world,
+            *self._on_device[key],
+            self.batch_size,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            train=train,
+            flip=True,
+            crop=self.image_size,
+            seed=self.seed,
+            device=device,
+            rank=rank,
+            world_size=world,
             epoch_fn=self._epoch_fn(),
+            shuffle=self._shuffle(train),
         )
 
     def train_dataloader(self) -> DeviceLoader | DataLoader:
@@ -373,6 +446,8 @@ class ImageFolderDataModule(BaseImageDataModule):
             "cache": self.cache,
             "cache_size": self.cache_size if self.cache else None,
             "cache_dir": str(self.cache_dir()) if self.cache else None,
+            "cache_status": ",".join(f"{k}={v}" for k, v in self.cache_events.items()) if self.cache else None,
+            "loader": "batched from cache" if self.cache else "DataLoader (PIL per image)",
             "device_resident": self.device_resident(),
             "num_workers": self.num_workers(),
             "seed": self.seed,

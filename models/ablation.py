@@ -11,6 +11,7 @@ because its `/` would nest directories, and those ablations put the variant name
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -51,12 +52,15 @@ def compose(name: str, overrides: Sequence[str] = ()) -> Any:
 
 
 def grid(name: str, overrides: Sequence[str] = ()) -> list[list[str]]:
-    """The jobs of the ablation, each a list of `key=value` overrides, in launch order (Hydra's basic sweeper)."""
+    """The jobs of `python scripts/train.py -m +ablation=<name> <overrides>`, each a list of `key=value` overrides,
+    in launch order: the grid's `hydra.sweeper.params` with the command line's task overrides on top, expanded
+    exactly as Hydra's basic sweeper does (a command-line `seed=0` replaces the grid's seeds)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = compose(name, overrides).hydra.sweeper.params or {}
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    params = compose(name).hydra.sweeper.params or {}
+    task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 
@@ -64,13 +68,14 @@ def sweep_dir(name: str, overrides: Sequence[str] = ()) -> Path:
     return Path(str(compose(name, overrides).hydra.sweep.dir))
 
 
-def noise_keys() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def noise_keys() -> tuple[str, ...]:
     """Override keys that name neither a run dir nor a configuration (read from `_sweep.yaml`, the one source)."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(ABLATION_DIR / f"{SHARED}.yaml")
     keys = OmegaConf.select(cfg, "hydra.job.config.override_dirname.exclude_keys", default=[])
-    return [k for k in keys if k != VARIANT]
+    return tuple(k for k in keys if k != VARIANT)
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
@@ -103,3 +108,44 @@ def pin_local_gpu(job_num: int | None = None) -> str | None:
         job_num = int(HydraConfig.get().job.num)
     os.environ["CUDA_VISIBLE_DEVICES"] = visible[job_num % len(visible)]
     return os.environ["CUDA_VISIBLE_DEVICES"]
+
+
+def _num_classes(data: Any) -> int:
+    """Classes a job will train on, without reading its data: the datamodule's fixed count (digits, CIFAR) or the
+    configured class subset; an ImageFolder tree without one is taken as ImageNet's 1000."""
+    if data.get("classes"):
+        return len(data.classes)
+    if data.get("num_classes_subset"):
+        return int(data.num_classes_subset)
+    if str(data.get("name", "")).startswith("cifar"):
+        return 100 if data.name == "cifar100" else 10
+    from hydra.utils import get_class
+
+    fixed = getattr(get_class(data._target_), "num_classes", None)
+    return fixed if isinstance(fixed, int) else 1000
+
+
+def planned(name: str, job: Sequence[str]) -> dict[str, Any]:
+    """A job that has not run, as results.json keys: its model knobs, input size and complexity from the accounting
+    code (`models.complexity.profile`), so a report shows what each missing row would train."""
+    from omegaconf import OmegaConf
+
+    from models.complexity import profile
+    from models.presets import build, get_spec
+
+    cfg = compose(name, job)
+    knobs = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(knobs, dict)
+    if knobs.get("num_classes") is None:
+        knobs["num_classes"] = _num_classes(cfg.data)
+    size = int(cfg.data.image_size)
+    spec = get_spec(knobs)
+    out: dict[str, Any] = {"model": knobs.get("name"), "data/image_size": size,
+                           **{f"model/{k}": list(v) if isinstance(v, tuple) else v for k, v in spec.knobs().items()}}
+    if cfg.data.get("name"):
+        out["data"] = str(cfg.data.name)
+    try:
+        spec.check_input_size(size)
+    except ConfigError:  # it will fail when it runs; the report still shows its knobs
+        return out
+    return out | profile(build(spec), size, spec.in_channels).summary()

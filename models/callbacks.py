@@ -188,3 +188,32 @@ class SaveOnSigterm(Callback):
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.path)
             self.saved = True
+
+
+class FiniteGuard(Callback):
+    """Before any checkpoint is written (Lightning runs ModelCheckpoint callbacks after all others), check that every
+    weight and buffer is finite: the loss can stay finite while e.g. a BN running variance overflows. All ranks
+    decide together, so a DDP job stops as one instead of hanging on a rank that quit."""
+
+    def __init__(self, every_n_steps: int = 0) -> None:
+        self.every_n_steps = every_n_steps
+
+    def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        bad = next((name for name, t in [*pl_module.named_parameters(), *pl_module.named_buffers()]
+                    if t.is_floating_point() and not torch.isfinite(t).all()), None)
+        if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            from models.records import Diverged
+
+            raise Diverged(trainer.global_step, f"non-finite {bad or 'tensor on another rank'}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._check(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer, pl_module)

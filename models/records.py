@@ -23,13 +23,24 @@ from models.errors import ConfigError
 
 RESULTS = "results.json"
 STATUSES = ("running", "finished", "diverged", "failed")
-DONE = ("finished", "diverged")  # re-running such a run returns its record instead of training again
+DONE = ("finished", "diverged")
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # re-running such a run returns its record instead of training again
+
+
+class Diverged(RuntimeError):
+    """Training produced NaN/inf (loss, or weights/buffers about to be checkpointed) at `step` (optimizer steps)."""
+
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(f"{what} at step {step}: the run diverged (lower optim.lr or add sched.warmup_steps)")
+        self.step = step
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -103,7 +114,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
         if bad:
-            raise FloatingPointError(f"not saving {path}: non-finite weights in {bad[0]} (and {len(bad) - 1} more)")
+            raise Diverged(int(checkpoint.get("global_step", -1)),
+                           f"non-finite {bad[0]} (+{len(bad) - 1} more tensors), so {Path(path).name} was not saved,")
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         _atomic_write_bytes(Path(path), buffer.getvalue())

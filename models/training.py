@@ -25,12 +25,15 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from models.callbacks import RunMeter, SaveOnSigterm
+from models.callbacks import FiniteGuard, RunMeter, SaveOnSigterm
 from models.complexity import Complexity, profile
 from models.errors import ConfigError
-from models.lightning import Classifier, Diverged
+from models.lightning import Classifier
+from models.records import Diverged
+from models.network import Net
 from models.presets import get_spec
 from models.records import DONE, RESULTS, AtomicCheckpointIO, atomic_write_json, load_checkpoint, read_results
 from models.spec import NetSpec
@@ -67,7 +70,9 @@ def build_datamodule(data_cfg: DictConfig) -> pl.LightningDataModule:
     if unknown:
         raise ConfigError(f"data.{unknown[0]} is not an option of this dataset ({cls.__name__}): valid keys are "
                           f"{', '.join(sorted(accepted))}")
-    return hydra.utils.instantiate(data_cfg, _convert_="all")
+    kwargs = OmegaConf.to_container(data_cfg, resolve=True)
+    kwargs.pop("_target_")
+    return cls(**kwargs)  # called directly, not via hydra.utils.instantiate: its ConfigErrors stay unwrapped
 
 
 def build_spec(model_cfg: DictConfig, dm: pl.LightningDataModule) -> tuple[str, NetSpec]:
@@ -88,13 +93,27 @@ def build_spec(model_cfg: DictConfig, dm: pl.LightningDataModule) -> tuple[str, 
 def check_resume(ckpt: Path, knobs: dict[str, Any]) -> None:
     """The checkpoint must load (weights_only) and come from the same architecture."""
     saved = load_checkpoint(ckpt, mmap=True).get("hyper_parameters", {}).get("model", {})
-    for key in sorted(set(saved) | set(knobs)):
+    for key in sorted((set(saved) | set(knobs)) - {"depth", "width"}):  # real knobs, not the derived ones
         old, new = saved.get(key), knobs.get(key)
         if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
             old, new = list(old), list(new)
         if old != new:
             raise ConfigError(f"model.{key}={new!r} but checkpoint {ckpt} was trained with model.{key}={old!r}: "
                               "use the same model to resume, or a new hydra.run.dir for a new run")
+
+
+def check_devices(accelerator: str, devices: Any) -> None:
+    """Lightning happily starts 64 CPU 'devices' (processes) on a 2-core box; refuse more than there are."""
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices == -1:
+        return
+    if devices < 1:
+        raise ConfigError(f"trainer.devices={devices} must be >= 1 (or -1 / auto for all)")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if on_gpu else (os.cpu_count() or 1)
+    kind = "GPUs" if on_gpu else "CPUs"
+    if devices > available:
+        raise ConfigError(f"trainer.devices={devices} but this machine has {available} {kind}: use "
+                          f"trainer.devices<={available}" + ("" if on_gpu else " (or trainer=gpu on a GPU box)"))
 
 
 def wandb_mode(offline: bool | None) -> str:
@@ -156,8 +175,9 @@ def wandb_finish(loggers: list[Any], record: dict[str, Any]) -> None:
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             run = logger.experiment
-            run.summary.update({k: v for k, v in record.items()
-                                if v is not None and isinstance(v, (int, float, str, bool))})
+            # val/* stay as logged: define_metric keeps val/acc's max there, the record has the last value
+            run.summary.update({k: v for k, v in record.items() if v is not None and not k.startswith("val/")
+                                and isinstance(v, (int, float, str, bool))})
             run.finish(exit_code=0 if record.get("status") in ("finished", "running") else 1)
 
 
@@ -217,13 +237,18 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     record: dict[str, Any] = {"status": "running", "run_dir": str(run_dir), "experiment": str(cfg.experiment),
                               "ablation": cfg.get("ablation"), "tags": list(cfg.get("tags") or []),
                               "seed": int(cfg.seed), "overrides": overrides}
-    is_zero = True
+    is_zero = rank_zero_only.rank == 0  # DDP ranks > 0 never write the record
     loggers: list[Any] = []
     try:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         dm = build_datamodule(cfg.data)
         name, spec = build_spec(cfg.model, dm)
-        net = get_spec_net(spec)
+        # Load the data now, before the Trainer exists: a missing/corrupt dataset is then a clean one-line error
+        # (and not a failure inside fit). Under DDP the launched ranks find it already prepared by rank 0.
+        if rank_zero_only.rank == 0:
+            dm.prepare_data()
+        dm.setup("fit")
+        net = Net(spec)
         image_size = int(dm.image_size)
         complexity = profile(net, image_size, spec.in_channels)
         knobs = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.knobs().items()}
@@ -239,6 +264,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             if value is not None and value != -1 and (not isinstance(value, int) or value <= 0):
                 raise ConfigError(f"trainer.{key}={value!r} must be a positive integer (or -1 / null for no limit)")
         accelerator = str(trainer_kwargs.get("accelerator", "auto"))
+        check_devices(accelerator, trainer_kwargs.get("devices", "auto"))
         on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         channels_last = on_cuda if cfg.get("channels_last") is None else bool(cfg.channels_last)
         module = Classifier(net, spec.num_classes, optim=OmegaConf.to_container(cfg.optim, resolve=True),
@@ -256,7 +282,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=str(ckpt_cfg.get("monitor", "val/acc")),
                                   mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
                                   auto_insert_metric_name=False)
-        callbacks: list[pl.Callback] = [best_cb]
+        callbacks: list[pl.Callback] = [FiniteGuard(every), best_cb]
         if every > 0:  # a second writer of last.ckpt, every N optimizer steps
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
                                              enable_version_counter=False))
@@ -280,9 +306,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                 tmp.unlink(missing_ok=True)
             OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
             atomic_write_json(run_dir / RESULTS, record)
-            wandb_start(loggers, {k: v for k, v in record.items() if not isinstance(v, (list, dict)) or k == "tags"}
-                        | {"optim": OmegaConf.to_container(cfg.optim), "sched": OmegaConf.to_container(cfg.sched)},
-                        complexity)
+            wandb_start(loggers, {**record, "optim": OmegaConf.to_container(cfg.optim, resolve=True),
+                                  "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, complexity)
 
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
@@ -297,7 +322,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         record.update({k: float(v) for k, v in val.items() if v is not None})
 
         if record["status"] == "running" and "interrupted" not in record:
-            trainer.save_checkpoint(last)  # final weights even when max_steps stopped mid-epoch (no val, no save)
+            trainer.save_checkpoint(last, weights_only=False)  # final weights even when max_steps stopped mid-epoch (no val, no save)
             best = best_cb.best_model_path or str(last)
             for prefix, path in (("test", best), ("test_last", str(last))):
                 module.test_prefix = prefix
@@ -330,6 +355,5 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
 
 def get_spec_net(spec: NetSpec) -> torch.nn.Module:
-    from models.network import Net
-
+    """The network of a spec (kept for models/benchmark.py)."""
     return Net(spec)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from torchvision.transforms import v2
 
 from data import DATAMODULES, DeviceLoader, DigitsDataModule, build_datamodule, crop_flip
 from data.common import stratified_split
-from data.fixtures import smoke_fit
+from data.fixtures import BatchRecorder, smoke_fit
 from models.errors import ConfigError
 
 
@@ -58,7 +60,7 @@ def test_digits_splits_are_disjoint_and_seeded() -> None:
     assert len(np.unique(np.concatenate(parts))) == 1797
     again = stratified_split(labels, [1257, 270, 270], seed=0)
     other = stratified_split(labels, [1257, 270, 270], seed=1)
-    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
     assert not np.array_equal(parts[1], other[1])
     a, b = DigitsDataModule(seed=3), DigitsDataModule(seed=3)
     a.setup(), b.setup()
@@ -72,26 +74,41 @@ def test_digits_device_and_dataloader_paths_agree(digits: DigitsDataModule) -> N
     fast_batches, slow_batches = list(digits.test_dataloader()), list(slow.test_dataloader())
     assert isinstance(slow.test_dataloader(), torch.utils.data.DataLoader)
     assert len(fast_batches) == len(slow_batches) == 5
-    for (xf, yf), (xs, ys) in zip(fast_batches, slow_batches):
+    for (xf, yf), (xs, ys) in zip(fast_batches, slow_batches, strict=True):
         assert torch.equal(yf, ys) and torch.allclose(xf, xs, atol=1e-5)
     assert len(slow.train_dataloader()) == len(digits.train_dataloader()) == 1257 // 64
 
 
 def test_digits_small_cnn_learns_quickly() -> None:
-    dm = DigitsDataModule(batch_size=32)
+    """The labels line up with the images: a small BN CNN passes 90% test accuracy in two epochs."""
+    dm = DigitsDataModule(batch_size=32, image_size=16)
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
-                        nn.Flatten(), nn.Linear(512, 10))
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(512, 10),
+    )
     opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(2):
-        for x, y in dm.train_dataloader():
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
-    net.eval()
-    with torch.no_grad():
-        correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in dm.test_dataloader())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: threading only adds overhead, and hurts badly on a busy machine
+    try:
+        for _ in range(2):
+            for x, y in dm.train_dataloader():
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+        net.eval()
+        with torch.no_grad():
+            correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in dm.test_dataloader())
+    finally:
+        torch.set_num_threads(threads)
     assert correct / 270 > 0.9
 
 
@@ -131,8 +148,10 @@ def test_crop_flip_matches_torchvision_distribution() -> None:
         pad_cols = (ox - 4).clamp(min=0) + (4 - ox).clamp(min=0)
         expected_zeros = 32 * (pad_rows + pad_cols) - pad_rows * pad_cols
         assert torch.equal((batch[:, 0] == 0).sum((1, 2)), expected_zeros)
-    assert (hists[0] - hists[1]).abs().sum() / 2 < 0.06  # total variation between the two offset distributions
-    assert hists[0].max() < 2.2 / 81 and hists[0].min() > 0.3 / 81  # roughly uniform over the 81 offsets
+    # chi-square statistics (80 degrees of freedom: mean 80, sd 12.6): ours vs torchvision, and ours vs uniform
+    a, b = hists[0] * n, hists[1] * n
+    assert ((a - b) ** 2 / (a + b).clamp(min=1)).sum() < 150
+    assert ((a - n / 81) ** 2 / (n / 81)).sum() < 150
     # same per-pixel expectation (7 standard errors: 3072 pixels are compared)
     mean_ours, mean_ref = ours.float().mean(0), ref.float().mean(0)
     se = ((ours.float().var(0) + ref.float().var(0)) / n).sqrt().clamp(min=0.5)
@@ -144,8 +163,14 @@ def test_center_crop_and_resize_match_torchvision() -> None:
     assert torch.equal(crop_flip(x, 32, train=False), v2.CenterCrop(32)(x))
     loader = DeviceLoader(x, torch.zeros(4), 4, mean=(0.5,) * 3, std=(0.25,) * 3, train=False, crop=32, out_size=16)
     xb, _ = next(iter(loader))
-    ref = v2.Compose([v2.CenterCrop(32), v2.ToDtype(torch.float32, scale=True), v2.Resize(16, antialias=True),
-                      v2.Normalize((0.5,) * 3, (0.25,) * 3)])(x)
+    ref = v2.Compose(
+        [
+            v2.CenterCrop(32),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Resize(16, antialias=True),
+            v2.Normalize((0.5,) * 3, (0.25,) * 3),
+        ]
+    )(x)
     assert xb.shape == (4, 3, 16, 16) and torch.allclose(xb, ref, atol=1e-4)
 
 
@@ -167,9 +192,11 @@ def test_epochs_reshuffle_deterministically_and_resume() -> None:
     assert _labels(_loader(train=False)) == list(range(100))
     # augmentation is seeded too
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    aug = [DeviceLoader(x, torch.arange(64), 16, mean=(0,) * 3, std=(1,) * 3, train=True, pad=2, flip=True, seed=1)
-           for _ in range(2)]
-    assert all(torch.equal(p, q) for (p, _), (q, _) in zip(aug[0], aug[1]))
+    aug = [
+        DeviceLoader(x, torch.arange(64), 16, mean=(0,) * 3, std=(1,) * 3, train=True, pad=2, flip=True, seed=1)
+        for _ in range(2)
+    ]
+    assert all(torch.equal(p, q) for (p, _), (q, _) in zip(aug[0], aug[1], strict=True))
 
 
 @pytest.mark.parametrize("n,world,bs", [(100, 3, 8), (100, 3, 11), (10, 4, 1), (7, 2, 3)])
@@ -208,13 +235,55 @@ def test_lightning_fit_resume_replays_epoch_order(tmp_path) -> None:
 
     full = _Record()
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
-    smoke_fit(DigitsDataModule(batch_size=32, augment=True), max_epochs=3, callbacks=[full, ckpt],
-              enable_checkpointing=True, root_dir=tmp_path)
+    smoke_fit(
+        DigitsDataModule(batch_size=32, augment=True),
+        max_epochs=3,
+        callbacks=[full, ckpt],
+        enable_checkpointing=True,
+        root_dir=tmp_path,
+    )
     assert set(full.batches) == {0, 1, 2} and full.batches[0] != full.batches[1] != full.batches[2]
     resumed = _Record()
-    smoke_fit(DigitsDataModule(batch_size=32, augment=True), max_epochs=3, callbacks=[resumed], root_dir=tmp_path,
-              ckpt_path=tmp_path / "epoch=0.ckpt")
+    ckpt2 = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    smoke_fit(
+        DigitsDataModule(batch_size=32, augment=True),
+        max_epochs=3,
+        callbacks=[resumed, ckpt2],
+        enable_checkpointing=True,
+        root_dir=tmp_path,
+        ckpt_path=tmp_path / "epoch=0.ckpt",
+    )
     assert resumed.batches == {1: full.batches[1], 2: full.batches[2]}  # same order and same augmentation
+
+
+def test_lightning_overfit_batches_keeps_a_fixed_order() -> None:
+    record = _Record()
+    smoke_fit(DigitsDataModule(batch_size=32), max_epochs=2, callbacks=[record], overfit_batches=2)
+    assert record.batches[0] == record.batches[1] and len(record.batches[0]) == 2
+
+
+@pytest.mark.slow
+def test_real_ddp_shards_are_disjoint_and_reshuffled(tmp_path) -> None:
+    """Two CPU processes (gloo, ddp_spawn): each rank trains on its own half, every epoch a new order.
+
+    (The DataLoader path gets Lightning's DistributedSampler; checked by hand, same result.)
+    """
+    dm = DigitsDataModule(batch_size=50)
+    smoke_fit(
+        dm,
+        max_epochs=2,
+        limit_batches=1.0,
+        callbacks=[BatchRecorder(tmp_path)],
+        strategy="ddp_spawn",
+        devices=2,
+        run_test=False,
+    )
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert r0["world_size"] == 2 and r0["train_batches"] == r1["train_batches"] == 1257 // 2 // 50
+    for epoch in ("train0", "train1"):
+        assert len(r0[epoch]) == len(r1[epoch]) == 12 * 50 and not set(r0[epoch]) & set(r1[epoch])
+    assert r0["train0"] != r0["train1"]
+    assert not set(r0["val0"]) & set(r1["val0"]) and len(set(r0["val0"]) | set(r1["val0"])) == 270
 
 
 def test_lightning_fit_and_test_with_both_loader_paths() -> None:
@@ -241,10 +310,16 @@ def test_registry_and_build_errors() -> None:
 
 @pytest.mark.parametrize(
     "kwargs,key",
-    [({"batch_size": 0}, "data.batch_size"), ({"batch_size": True}, "data.batch_size"),
-     ({"num_workers": -1}, "data.num_workers"), ({"num_workers": "many"}, "data.num_workers"),
-     ({"device_resident": "yes"}, "data.device_resident"), ({"image_size": 4}, "data.image_size"),
-     ({"val_size": 1000, "test_size": 1000}, "data.val_size"), ({"augment": "no"}, "data.augment")],
+    [
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"batch_size": True}, "data.batch_size"),
+        ({"num_workers": -1}, "data.num_workers"),
+        ({"num_workers": "many"}, "data.num_workers"),
+        ({"device_resident": "yes"}, "data.device_resident"),
+        ({"image_size": 4}, "data.image_size"),
+        ({"val_size": 1000, "test_size": 1000}, "data.val_size"),
+        ({"augment": "no"}, "data.augment"),
+    ],
 )
 def test_bad_inputs_name_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -1,0 +1,540 @@
+"""Speed of the project's full training path vs a minimal hand-written PyTorch loop, in one process.
+
+For each case (preset x batch x precision x channels_last x compile):
+
+* **project**: `models.training.train(cfg)` exactly as `scripts/train.py` runs it: configs/train.yaml composed with
+  overrides, the real datamodule (device-resident), `Classifier`, the project's callbacks (RunMeter, checkpoints,
+  FiniteGuard, SIGTERM), a logger (csv by default), progress bar on, Lightning Trainer. Its RunMeter is swapped for
+  a subclass that also keeps every step's timestamp (same hook, no extra work): the rate is taken over the same
+  post-warm-up steps RunMeter uses, split into `repeats` windows; the median window is reported.
+* **minimal**: the same network (same spec, seed, channels_last / compile / autocast settings), SGD with the same
+  hyper-parameters and parameter groups, batches from an identical DeviceLoader over the same in-memory uint8
+  split: `zero_grad; forward; cross_entropy; backward; step`. Augmentation (crop/flip/normalise) is therefore paid
+  on BOTH sides; no LR scheduler, no metrics, no logging, no divergence check. Its windows run INSIDE the project
+  run, alternating with the project's windows (A B A B ..., from a benchmark-only hook at the window boundaries
+  whose time is excluded from every project measurement), so drift on a shared machine hits both sides alike.
+* **pipeline**: the DeviceLoader alone (images/s delivered, augmented and normalised).
+* **infer**: project = RunMeter's evaluation images/s over the test loops `train()` runs; minimal =
+  `inference_mode` forward over the same eval loader.
+
+MFU = 3 x forward FLOPs/image x training images/s / peak (RunMeter's peak: measured fp32 matmul on CPU, table on GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+COLUMNS = ["model", "data", "size", "batch", "precision", "channels_last", "compile", "img/s project",
+           "img/s minimal", "ratio", "MACs", "GFLOPs", "MFU", "infer img/s", "infer img/s minimal",
+           "pipeline img/s"]
+
+
+# ---------------------------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def load_avg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def machine() -> dict[str, Any]:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    info = {"cpu": cpu_model(), "cores": cores, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "load_1min": round(load_avg(), 2)}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import lightning
+
+        info["lightning"] = lightning.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def machine_line(info: dict[str, Any] | None = None) -> str:
+    m = info or machine()
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    return (f"CPU {m['cpu']}, {m['cores']} cores{gpu}; torch {m['torch']}, lightning {m.get('lightning', '?')}, "
+            f"python {m['python']}, {m['threads']} intra-op threads; load average {m['load_1min']}")
+
+
+# ---------------------------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    model: str = "resnet20"
+    data: str = "cifar10"          # cifar10 (real copy, else synthetic CIFAR-format files) | synthetic | digits | folder
+    batch: int = 128
+    image_size: int | None = None  # None: the dataset's default (32 for CIFAR, 224 for folder)
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+    steps: int = 5                 # steps per timed window
+    repeats: int = 3               # timed windows per side (median reported)
+    warmup: int = 3                # untimed steps first (compile, allocator, thread pools)
+    eval_batches: int = 4          # test batches per test loop (the first of each loop is untimed)
+
+
+@dataclass
+class Row:
+    case: Case
+    data_label: str = ""
+    size: int = 0
+    project: float = 0.0
+    minimal: float = 0.0
+    project_windows: list[float] = field(default_factory=list)
+    minimal_windows: list[float] = field(default_factory=list)
+    runmeter: float | None = None
+    pipeline: float = 0.0
+    infer_project: float | None = None
+    infer_minimal: float = 0.0
+    macs: int = 0
+    flops: int = 0
+    mfu: float | None = None
+    data_wait_frac: float | None = None
+    peak_flops: float | None = None
+    load_before: float = 0.0
+    load_after: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.project / self.minimal if self.minimal else float("nan")
+
+    def cells(self) -> dict[str, Any]:
+        c = self.case
+        return {"model": c.model, "data": self.data_label, "size": self.size, "batch": c.batch,
+                "precision": c.precision, "channels_last": c.channels_last, "compile": c.compile,
+                "img/s project": round(self.project, 1), "img/s minimal": round(self.minimal, 1),
+                "ratio": round(self.ratio, 3), "MACs": self.macs, "GFLOPs": round(self.flops / 1e9, 3),
+                "MFU": None if self.mfu is None else round(self.mfu, 4),
+                "infer img/s": None if self.infer_project is None else round(self.infer_project, 1),
+                "infer img/s minimal": round(self.infer_minimal, 1), "pipeline img/s": round(self.pipeline, 1)}
+
+
+# ---------------------------------------------------------------------------------------------- data
+def synthetic_cifar(workdir: Path, n_train: int) -> Path:
+    """CIFAR-format pickles (real file format, generated pixels) for machines without the real copy."""
+    from data.fixtures import write_cifar
+
+    root = workdir / f"synthetic_cifar_{n_train}"
+    if not (root / "cifar-10-batches-py").is_dir():
+        write_cifar(root, n_train=n_train, n_test=max(200, n_train // 10))
+    return root
+
+
+def image_tree(workdir: Path, n_train: int, side: int = 256, classes: int = 10) -> Path:
+    """A small ImageFolder tree of real JPEG/PNG files (generated pixels, ImageNet-like sizes)."""
+    from data.fixtures import write_image_folder
+
+    per_class = max(1, -(-n_train // classes))
+    root = workdir / f"tree_{classes}x{per_class}_{side}px"
+    if not (root / "train").is_dir():
+        wnids = [f"n{i:08d}" for i in range(classes)]
+        write_image_folder(root, wnids, {"train": per_class, "val": 2}, size=(side + 20, side))
+    return root
+
+
+def data_overrides(case: Case, workdir: Path, cifar_root: Path | None) -> tuple[list[str], str]:
+    """Hydra overrides selecting the case's datamodule (device-resident), and a label for the table."""
+    need = case.batch * (case.warmup + case.steps * case.repeats + 2)  # all timed steps inside one epoch
+    if case.data == "folder":
+        size = case.image_size or 224
+        root = image_tree(workdir, need, side=int(size * 1.143) + 8)
+        return [f"data=imagefolder", f"data.root={root}", "data.cache=true", f"data.cache_dir={workdir / 'cache'}",
+                "data.verify=false", f"data.image_size={size}"], "folder+cache"
+    if case.data == "digits":
+        return ["data=digits", f"data.image_size={case.image_size or 32}", "data.device_resident=true"], "digits"
+    label = "cifar10"
+    if case.data == "cifar10" and cifar_root is not None and (cifar_root / "cifar-10-batches-py").is_dir():
+        root = cifar_root
+    else:
+        root, label = synthetic_cifar(workdir, max(need + 500, 1000)), "synthetic-cifar"
+    return [f"data=cifar10", f"data.root={root}", "data.verify=false", "data.device_resident=true",
+            f"data.image_size={case.image_size or 32}"] + (["data.val_size=500"] if label != "cifar10" else []), label
+
+
+# ---------------------------------------------------------------------------------------------- the project path
+def _recording_meter():
+    from models.callbacks import RunMeter
+
+    class RecordingMeter(RunMeter):
+        """RunMeter plus a log of (epoch, batch_idx, time, images) at every training batch end, and an optional
+        `between(j)` hook run at window boundaries (the minimal loop's windows, interleaved with the project's).
+        The hook's time is excluded from every measurement, RunMeter's included: `_last_end` restarts after it."""
+
+        last: RecordingMeter | None = None
+        between: Any = None
+        plan: tuple[int, int, int] = (0, 1, 0)  # warmup, steps per window, windows
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.ticks: list[tuple[int, int, float, int, float]] = []  # epoch, batch, end, images, restart
+            type(self).last = self
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            warmup, steps, windows = self.plan
+            done, end = len(self.ticks) + 1, self._last_end
+            if self.between is not None and done >= warmup and (done - warmup) % steps == 0 \
+                    and (done - warmup) // steps <= windows:
+                self.between((done - warmup) // steps)
+                self._last_end = self._sync(trainer)  # the next step is timed from here
+            self.ticks.append((trainer.current_epoch, batch_idx, end, int(batch[0].shape[0]), self._last_end))
+
+    return RecordingMeter
+
+
+def window_rates(ticks: list[tuple[int, int, float, int, float]], warmup: int, steps: int) -> list[float]:
+    """images/s of window j = steps warmup+(j-1)*steps+1 .. warmup+j*steps (1-based). A step's time runs from the
+    previous step's end (or the end of the hook run after it) to its own; it counts only when both steps are consecutive batches of one epoch (the first
+    step of an epoch pays for validation, checkpoints and a new iterator: excluded, as RunMeter does)."""
+    out = []
+    j = 1
+    while warmup + j * steps <= len(ticks):
+        images = seconds = 0.0
+        for k in range(warmup + (j - 1) * steps + 1, warmup + j * steps + 1):  # 1-based step numbers
+            if k < 2:
+                continue
+            (e0, b0, _, _, t0), (e1, b1, t1, n1, _) = ticks[k - 2], ticks[k - 1]
+            if e0 == e1 and b1 == b0 + 1:
+                images, seconds = images + n1, seconds + (t1 - t0)
+        if seconds > 0:
+            out.append(images / seconds)
+        j += 1
+    return out
+
+
+def compose(overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # e.g. called from inside a Hydra app
+        return hydra_compose("train", overrides=overrides)
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def project_overrides(case: Case, data: list[str], run_dir: Path, logger: str, accelerator: str) -> list[str]:
+    total = case.warmup + case.steps * case.repeats + 1
+    trainer = "gpu" if accelerator == "gpu" else "cpu"
+    return [f"model={case.model}", *data, f"data.batch_size={case.batch}", f"trainer={trainer}",
+            f"trainer.precision={case.precision}", f"channels_last={str(case.channels_last).lower()}",
+            f"compile={str(case.compile).lower()}", f"logger={logger}", f"trainer.max_steps={total}",
+            "trainer.max_epochs=1", "trainer.limit_val_batches=0", f"trainer.limit_test_batches={case.eval_batches}",
+            "trainer.num_sanity_val_steps=0", f"measure.warmup_steps={case.warmup}",
+            "summary=false", f"run_dir={run_dir}"]
+
+
+def run_project(case: Case, overrides: list[str], between: Any = None) -> tuple[dict[str, Any], Any]:
+    from models import training
+
+    meter_cls = _recording_meter()
+    meter_cls.between = staticmethod(between) if between is not None else None
+    meter_cls.plan = (case.warmup, case.steps, case.repeats)
+    with mock.patch.object(training, "RunMeter", meter_cls):
+        record = training.train(compose(overrides), overrides=overrides)
+    if record.get("status") != "finished":
+        raise RuntimeError(f"project run did not finish: {record.get('status')} {record.get('error', '')}")
+    return record, meter_cls.last
+
+
+# ---------------------------------------------------------------------------------------------- the minimal loop
+class Minimal:
+    """The hand-written loop: same network/spec, optimizer settings, autocast and memory format as the project."""
+
+    def __init__(self, cfg: Any, case: Case, device: torch.device) -> None:
+        from omegaconf import OmegaConf
+
+        from models.lightning import OptimConfig, param_groups
+        from models.training import build_datamodule, build_spec, get_spec_net
+
+        torch.manual_seed(int(cfg.seed))
+        dm = build_datamodule(cfg.data)
+        dm.prepare_data()
+        dm.setup("fit")
+        _, spec = build_spec(cfg.model, dm)
+        net = get_spec_net(spec).to(device)
+        if case.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if case.compile:
+            net.compile()
+        o = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
+        self.opt = torch.optim.SGD(param_groups(net, o.weight_decay, o.decay_bn_bias), lr=o.lr, momentum=o.momentum,
+                                   nesterov=o.nesterov)
+        self.net, self.case, self.device, self.dm = net, case, device, dm
+        if device.type == "cuda" and cfg.trainer.get("benchmark"):
+            torch.backends.cudnn.benchmark = True
+        self.train_loader = self._loader(dm, "train")
+        self.eval_loader = self._loader(dm, "test")
+        self._it = iter(self.train_loader)
+        self.steps_done = 0
+
+    def _loader(self, dm: Any, split: str) -> Any:
+        from data.device import DeviceLoader
+
+        loader = getattr(dm, f"{split}_dataloader")()  # standalone: a CPU DeviceLoader (rank 0 of 1)
+        if not isinstance(loader, DeviceLoader):
+            raise RuntimeError(f"expected a DeviceLoader for {split}, got {type(loader).__name__}")
+        if self.device.type != "cpu":  # the same loader moved to the accelerator (as under a Trainer)
+            loader.device = self.device
+            loader.images, loader.labels = loader.images.to(self.device), loader.labels.to(self.device)
+            loader._scale, loader._shift = loader._scale.to(self.device), loader._shift.to(self.device)
+        return loader
+
+    def _autocast(self) -> Any:
+        p = self.case.precision
+        if p.startswith("bf16"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if p.startswith("16"):
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _next(self, it_attr: str, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return next(getattr(self, it_attr))
+        except StopIteration:
+            setattr(self, it_attr, iter(loader))
+            return next(getattr(self, it_attr))
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def train_steps(self, n: int) -> float:
+        """images/s over n steps (the device is synchronised at both ends)."""
+        self.net.train()
+        images, t0 = 0, self._sync()
+        for _ in range(n):
+            x, y = self._next("_it", self.train_loader)
+            if self.case.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = F.cross_entropy(self.net(x), y)
+            loss.backward()
+            self.opt.step()
+            images += len(y)
+        return images / (self._sync() - t0)
+
+    @torch.inference_mode()
+    def infer(self, batches: int) -> float:
+        self.net.eval()
+        it = iter(self.eval_loader)
+        x, _ = next(it)
+        with self._autocast():
+            self.net(x.contiguous(memory_format=torch.channels_last) if self.case.channels_last else x)  # warm-up
+        images, t0 = 0, self._sync()
+        for _ in range(batches):
+            try:
+                x, y = next(it)
+            except StopIteration:
+                it = iter(self.eval_loader)
+                x, y = next(it)
+            if self.case.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                self.net(x)
+            images += len(y)
+        return images / (self._sync() - t0)
+
+
+def pipeline_rate(loader: Any, batches: int, repeats: int, device: torch.device) -> float:
+    """Median images/s of the loader alone (augmented, normalised batches on the device)."""
+    it = iter(loader)
+    next(it)
+    rates = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        for _ in range(batches):
+            try:
+                x, _ = next(it)
+            except StopIteration:
+                it = iter(loader)
+                x, _ = next(it)
+            n += len(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+# ---------------------------------------------------------------------------------------------- one case
+def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR, logger: str = "csv",
+             log: Any = print) -> Row:
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    data, label = data_overrides(case, workdir, cifar_root)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{case.model}_", dir=workdir))
+    overrides = project_overrides(case, data, run_dir, logger, accelerator)
+    cfg = compose(overrides)
+    row = Row(case=case, data_label=label, load_before=round(load_avg(), 2))
+
+    minimal = Minimal(cfg, case, device)
+    from models.complexity import profile
+
+    row.size = int(minimal.dm.image_size)
+    c = profile(minimal.net._orig_mod if hasattr(minimal.net, "_orig_mod") else minimal.net, row.size)
+    row.macs, row.flops = int(c.macs), int(c.flops)
+    row.pipeline = pipeline_rate(minimal.train_loader, max(case.steps, 10), max(3, case.repeats), device)
+
+    log(f"[{case.model} b{case.batch} {case.precision} cl={case.channels_last} compile={case.compile} {label}] "
+        f"project and minimal windows, interleaved ...")
+
+    def between(j: int) -> None:  # inside the project's fit, at its window boundaries: A B A B ...
+        with torch.inference_mode(False), torch.enable_grad():
+            if j == 0:
+                minimal.train_steps(case.warmup)
+            else:
+                row.minimal_windows.append(minimal.train_steps(case.steps))
+
+    record, meter = run_project(case, overrides, between)
+    while len(row.minimal_windows) < case.repeats:  # only if the project run stopped early
+        row.minimal_windows.append(minimal.train_steps(case.steps))
+    row.project_windows = window_rates(meter.ticks, case.warmup, case.steps)
+    if not row.project_windows:
+        raise RuntimeError(f"no complete timed window in the project run ({len(meter.ticks)} steps recorded)")
+    row.project = statistics.median(row.project_windows)
+    row.runmeter = record.get("train/images_per_s")
+    row.infer_project = record.get("eval/images_per_s")
+    row.data_wait_frac = record.get("train/data_wait_frac")
+    row.peak_flops = meter.peak
+    row.mfu = 3 * row.flops * row.project / meter.peak if meter.peak else None
+    row.minimal = statistics.median(row.minimal_windows)
+    row.infer_minimal = minimal.infer(max(2, case.eval_batches - 1))
+    row.load_after = round(load_avg(), 2)
+    log(f"  project {row.project:,.1f} img/s (windows {[round(r, 1) for r in row.project_windows]}, RunMeter "
+        f"{row.runmeter or 0:,.1f}), minimal {row.minimal:,.1f} img/s (windows "
+        f"{[round(r, 1) for r in row.minimal_windows]}), ratio {row.ratio:.3f}; load {row.load_before}->"
+        f"{row.load_after}")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- epoch comparison
+def epoch_compare(cifar_root: Path, workdir: Path, model: str = "resnet20", batch: int = 128,
+                  logger: str = "csv", log: Any = print) -> list[dict[str, Any]]:
+    """One full training epoch (45k images) through train(): device-resident vs the per-image DataLoader path."""
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    out = []
+    for resident in (True, False):
+        run_dir = Path(tempfile.mkdtemp(prefix=f"epoch_{'device' if resident else 'dataloader'}_", dir=workdir))
+        overrides = [f"model={model}", "data=cifar10", f"data.root={cifar_root}", "data.verify=false",
+                     f"data.batch_size={batch}", f"data.device_resident={str(resident).lower()}",
+                     f"trainer={'gpu' if accelerator == 'gpu' else 'cpu'}", "trainer.max_epochs=1",
+                     "trainer.limit_val_batches=0", "trainer.limit_test_batches=1", "checkpoint.every_n_steps=0",
+                     f"logger={logger}", "summary=false", f"run_dir={run_dir}"]
+        load0 = load_avg()
+        log(f"epoch of {model} on {cifar_root}, {'device-resident' if resident else 'per-image DataLoader'} ...")
+        record, _ = run_project(Case(model=model, batch=batch), overrides)
+        row = {"loader": "DeviceLoader (device-resident, batched aug)" if resident else
+               f"torchvision DataLoader (per-image v2 transforms, {record.get('data/num_workers')} workers)",
+               "images": record.get("data/train_size"), "steps": record.get("steps"),
+               "epoch_time_s": record.get("epoch_time_s"), "train/images_per_s": record.get("train/images_per_s"),
+               "train/data_wait_frac": record.get("train/data_wait_frac"), "load_before": round(load0, 2),
+               "load_after": round(load_avg(), 2)}
+        log(f"  {row}")
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- output
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i < 7 else "---:" for i in range(len(COLUMNS))) + "|"]
+    for r in rows:
+        cells = r.cells()
+        lines.append("| " + " | ".join(fmt(cells[k]) for k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[Row], path: str | Path, info: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = ["runmeter img/s", "data_wait_frac", "peak_flops", "project windows", "minimal windows", "load_before",
+             "load_after", "cpu", "cores", "threads", "torch"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS + extra)
+        for r in rows:
+            cells = r.cells()
+            w.writerow([cells[k] for k in COLUMNS] + [
+                r.runmeter, r.data_wait_frac, r.peak_flops, " ".join(f"{x:.1f}" for x in r.project_windows),
+                " ".join(f"{x:.1f}" for x in r.minimal_windows), r.load_before, r.load_after, info["cpu"],
+                info["cores"], info["threads"], info["torch"]])
+
+
+def as_dict(row: Row) -> dict[str, Any]:
+    return {**row.cells(), "case": asdict(row.case), "runmeter": row.runmeter, "data_wait_frac": row.data_wait_frac,
+            "project_windows": row.project_windows, "minimal_windows": row.minimal_windows,
+            "load_before": row.load_before, "load_after": row.load_after}
+
+
+def write_report(path: str | Path, rows: list[Row], epochs: list[dict[str, Any]], start: dict[str, Any],
+                 end: dict[str, Any], command: str) -> None:
+    """The generated part of docs/benchmark.md (between markers, so hand-written text around it survives)."""
+    lines = [f"Command: `{command}`", "", f"Machine: {machine_line(start)} at the start, {end['load_1min']} at the end.",
+             "", markdown_table(rows), ""]
+    for r in rows:
+        lines.append(f"- {r.case.model} ({r.data_label}, {r.size}px, batch {r.case.batch}, {r.case.precision}): project "
+                     f"windows {[round(x, 1) for x in r.project_windows]} img/s (RunMeter over the same steps: "
+                     f"{fmt(r.runmeter)}), minimal windows {[round(x, 1) for x in r.minimal_windows]}, data wait "
+                     f"{fmt(r.data_wait_frac)}, load {r.load_before} -> {r.load_after}")
+    if epochs:
+        lines += ["", "| one epoch of resnet20 (45,000 images, batch 128) | epoch time s | train img/s | data wait |",
+                  "|---|---:|---:|---:|"]
+        for e in epochs:
+            lines.append(f"| {e['loader']} | {fmt(e['epoch_time_s'])} | {fmt(e['train/images_per_s'])} | "
+                         f"{fmt(e['train/data_wait_frac'])} |")
+    generated = "\n".join(lines)
+    begin, stop = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
+    path = Path(path)
+    text = path.read_text() if path.is_file() else f"# Benchmark\n\n{begin}\n{stop}\n"
+    if begin not in text or stop not in text:
+        text += f"\n{begin}\n{stop}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(stop, 1)
+    path.write_text(f"{head}{begin}\n{generated}\n{stop}{tail}")
+
+
+def profile_macs(model: str, size: int, num_classes: int = 10) -> int:
+    """MACs/image of a preset at `size` (the table's MACs column)."""
+    import models
+    from models.complexity import profile
+
+    return int(profile(models.build(model, num_classes=num_classes), size).macs)

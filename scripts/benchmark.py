@@ -1,0 +1,111 @@
+"""Training/inference speed through the project's full path vs a minimal PyTorch loop (see models/benchmark.py).
+
+    python scripts/benchmark.py                                    # resnet20, CIFAR-10 (real copy if present), b128
+    python scripts/benchmark.py --models resnet20 resnet56 --batch-sizes 64 128 --precisions 32-true bf16-mixed \
+        --channels-last false true --compile false true --csv reports/bench.csv
+    python scripts/benchmark.py --imagenet                         # + vgg16_cifar and resnet18 at 224, cached folder
+    python scripts/benchmark.py --epoch-compare                    # + one resnet20 epoch: device path vs DataLoader
+    python scripts/benchmark.py --readme docs/benchmark.md         # the README suite, written as markdown
+
+The same commands run unchanged on a GPU box (trainer=gpu is picked when CUDA is available).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from models import benchmark as B  # noqa: E402
+
+
+def flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--models", nargs="+", default=["resnet20"])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[128])
+    ap.add_argument("--precisions", nargs="+", default=["32-true"], help="32-true | bf16-mixed | 16-mixed (CUDA)")
+    ap.add_argument("--channels-last", nargs="+", type=flag, default=[False])
+    ap.add_argument("--compile", nargs="+", type=flag, default=[False])
+    ap.add_argument("--data", default="cifar10", choices=["cifar10", "synthetic", "digits", "folder"],
+                    help="cifar10: the real copy at --cifar-root if present, else synthetic CIFAR-format files")
+    ap.add_argument("--image-size", type=int, default=None)
+    ap.add_argument("--cifar-root", default=str(B.DEFAULT_CIFAR))
+    ap.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    ap.add_argument("--repeats", type=int, default=3, help="timed windows per side (median reported)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--eval-batches", type=int, default=4)
+    ap.add_argument("--imagenet", action="store_true",
+                    help="also vgg16_cifar and resnet18 at 224 through ImageFolderDataModule(cache=true)")
+    ap.add_argument("--imagenet-batch", type=int, default=16)
+    ap.add_argument("--imagenet-steps", type=int, default=3)
+    ap.add_argument("--epoch-compare", action="store_true",
+                    help="also one resnet20 epoch on the real CIFAR-10 copy: device path vs per-image DataLoader")
+    ap.add_argument("--logger", default="csv", choices=["csv", "none", "wandb"])
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--workdir", default=None, help="generated data, caches, run dirs (default: a temp dir)")
+    ap.add_argument("--csv", default=None, help="write the rows here")
+    ap.add_argument("--json", default=None, help="write rows + machine + epoch comparison here")
+    ap.add_argument("--readme", default=None, help="write a markdown report (table, machine, epoch comparison)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cifar_root = Path(args.cifar_root).expanduser()
+    info_start = B.machine()
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr, table on stdout
+    log(B.machine_line(info_start))
+
+    cases = [B.Case(model=m, data=args.data, batch=b, image_size=args.image_size, precision=p, channels_last=cl,
+                    compile=co, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+                    eval_batches=args.eval_batches)
+             for m, b, p, cl, co in itertools.product(args.models, args.batch_sizes, args.precisions,
+                                                       args.channels_last, args.compile)]
+    if args.imagenet:
+        cases += [B.Case(model=m, data="folder", batch=args.imagenet_batch, image_size=224,
+                         steps=args.imagenet_steps, repeats=args.repeats, warmup=2, eval_batches=3)
+                  for m in ("vgg16_cifar", "resnet18")]
+    rows = [B.run_case(c, workdir, cifar_root, logger=args.logger, log=log) for c in cases]
+    epochs = B.epoch_compare(cifar_root, workdir, logger=args.logger, log=log) if args.epoch_compare else []
+
+    info_end = B.machine()
+    table = B.markdown_table(rows)
+    print(B.machine_line(info_start) + f" (end: load {info_end['load_1min']})")
+    print(table)
+    for e in epochs:
+        print(f"epoch: {e['loader']}: {e['epoch_time_s']:.1f} s for {e['images']:,} images "
+              f"({e['train/images_per_s']:.1f} img/s after warm-up, data wait {e['train/data_wait_frac']:.3f}); "
+              f"load {e['load_before']}->{e['load_after']}")
+    if args.csv:
+        B.write_csv(rows, args.csv, info_start)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info_start, "machine_end": info_end,
+                                               "rows": [B.as_dict(r) for r in rows], "epoch_compare": epochs},
+                                              indent=1, default=str))
+    if args.readme:
+        B.write_report(args.readme, rows, epochs, info_start, info_end, " ".join(sys.argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Ablation table (Markdown + CSV) and figures from the runs' results.json files (or wandb).
+
+    python scripts/report.py residual_vs_plain_tiny             # runs/ablation/residual_vs_plain_tiny
+    python scripts/report.py runs/ablation/stem --out docs/results/stem
+    python scripts/report.py seed_question --wandb my-team/vgg-vs-resnet
+
+Writes table.md, table.csv, acc_vs_macs.png, acc_vs_params.png, parts.png (and error_vs_depth.png when residual and
+depth both vary) to --out (default <runs dir>/report) and prints the table. Bad input: one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _cli  # noqa: F401  (repo on sys.path)
+
+from models.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("target", help="an ablation name (configs/ablation/) or a runs directory")
+    parser.add_argument("--out", help="output directory (default: <runs dir>/report)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the wandb API instead")
+    args = parser.parse_args(argv)
+    from models.report import report
+
+    try:
+        table, paths = report(args.target, args.out, args.wandb)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return _cli.EXIT_BAD_INPUT
+    print(table)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
