@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,slurm]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(STAMP)
 
+# The main job on the embedded digits data (resnet20: params, MACs, test accuracy), then a tiny ablation table.
 demo: $(STAMP)
-	$(PY) scripts/complexity.py
+	$(PY) scripts/train.py experiment=digits_quick hydra.run.dir=runs/demo/digits_quick
+	$(PY) scripts/ablate.py residual_vs_plain_tiny
 
 test: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(PYTEST_ARGS)

@@ -123,6 +123,35 @@ class BaseImageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (lambda: trainer.current_epoch) if trainer is not None else None
 
+    # -- mid-epoch resume: the train DeviceLoader's position goes into every checkpoint through the datamodule's
+    # state (Lightning's own stateful-loader restore runs before the checkpoint's loops are loaded whenever
+    # configure_optimizers asks for trainer.estimated_stepping_batches, as ours does, so it never fires) --
+    def _track_train(self, loader: DeviceLoader | DataLoader) -> DeviceLoader | DataLoader:
+        self._train_loader = loader
+        pending = getattr(self, "_train_resume", None)
+        if pending and isinstance(loader, DeviceLoader):
+            loader.load_state_dict(pending)
+            self._train_resume = None
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        loader = getattr(self, "_train_loader", None)
+        return {"train_loader": loader.state_dict()} if isinstance(loader, DeviceLoader) else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_resume = state_dict.get("train_loader")
+        loader = getattr(self, "_train_loader", None)
+        if self._train_resume and isinstance(loader, DeviceLoader):  # already built: its pass has not started yet
+            loader.load_state_dict(self._train_resume)
+            self._train_resume = None
+
+    def _progress_fn(self, train: bool):
+        """Batches of the current epoch already trained on (a DeviceLoader's checkpointed resume position)."""
+        trainer = self.trainer
+        if trainer is None or not train:
+            return None
+        return lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def _shuffle(self, train: bool) -> bool:
         # Lightning's overfit_batches wants a fixed train order; it can only switch that off for DataLoaders itself
         return train and not (self.trainer is not None and self.trainer.overfit_batches > 0)
@@ -230,10 +259,11 @@ class InMemoryImageDataModule(BaseImageDataModule):
             world_size=world,
             epoch_fn=self._epoch_fn(),
             shuffle=self._shuffle(train),
+            progress_fn=self._progress_fn(train),
         )
 
     def train_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._loader("train")
+        return self._track_train(self._loader("train"))
 
     def val_dataloader(self) -> DeviceLoader | DataLoader:
         return self._loader("val")

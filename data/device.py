@@ -9,6 +9,12 @@ The epoch comes from ``epoch_fn`` (the datamodules pass ``lambda: trainer.curren
 checkpoint at epoch k replays epoch k's order), else from ``set_epoch``, else from an internal counter that
 advances after every complete pass.
 
+Resume: the loader is *stateful* in Lightning's sense (``state_dict``/``load_state_dict``), so every checkpoint
+records the epoch and how many of its batches were trained on (``progress_fn``: the fit loop's processed-batch count;
+standalone: the batches yielded). Resuming from a mid-epoch checkpoint continues with the next batch of the same
+permutation (the skipped batches' augmentation draws are replayed), so the run is bitwise identical to one that was
+never interrupted, instead of re-training the epoch's first batches.
+
 DDP: like ``DistributedSampler``. Train: every rank draws the same permutation, it is cut to a multiple of
 world_size (the tail is dropped), rank r takes positions r::world_size, then the last partial batch is dropped.
 Eval: rank r takes samples r::world_size in order, without duplicates; every rank gets the same number of batches
@@ -95,6 +101,7 @@ class DeviceLoader:
         world_size: int = 1,
         epoch_fn: Callable[[], int] | None = None,
         shuffle: bool | None = None,
+        progress_fn: Callable[[], int] | None = None,
     ) -> None:
         # programming errors, not user input: plain ValueErrors
         if images.dtype != torch.uint8 or images.ndim != 4:
@@ -116,6 +123,10 @@ class DeviceLoader:
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch_fn = epoch_fn
         self.epoch = 0
+        self.progress_fn = progress_fn
+        self._pass_epoch: int | None = None  # the epoch of the current/last pass
+        self._yielded = 0  # batches yielded by that pass
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) from load_state_dict
         c = images.shape[1]
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1)
@@ -132,6 +143,16 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         """Pin the epoch used by the next pass (ignored when ``epoch_fn`` is set)."""
         self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved by Lightning in every checkpoint (``loops.fit_loop.state_dict.combined_loader``)."""
+        epoch = self._pass_epoch if self._pass_epoch is not None else self.epoch
+        done = int(self.progress_fn()) if self.progress_fn is not None else self._yielded
+        return {"epoch": int(epoch), "batches": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """The next pass, if it is over the same epoch, starts after the batches already trained on."""
+        self._resume = (int(state["epoch"]), int(state["batches"]))
 
     def __len__(self) -> int:
         n, w, b = len(self.images), self.world_size, self.batch_size
@@ -176,11 +197,22 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         # A generator: nothing runs until the first next(), i.e. after Lightning has advanced the epoch.
         epoch = int(self.epoch_fn()) if self.epoch_fn is not None else self.epoch
+        skip = 0
+        if self._resume is not None:
+            if self._resume[0] == epoch and self.train:
+                skip = min(self._resume[1], len(self))
+            self._resume = None
+        self._pass_epoch, self._yielded = epoch, skip
         gen = _seeded(self.device, self.seed, epoch, self.rank) if self.train else None
         batches = self.batch_indices(epoch)
         # one host->device copy of the epoch's indices, then per-batch views
         flat = torch.cat(batches).to(self.device, non_blocking=True)
-        for idx in flat.split([len(b) for b in batches]):
+        for i, idx in enumerate(flat.split([len(b) for b in batches])):
+            if i < skip:  # resumed mid-epoch: already trained on; replay its random draws to stay in step
+                if gen is not None:
+                    self.transform(self.images[idx], gen)
+                continue
+            self._yielded = i + 1
             yield self.transform(self.images[idx], gen), self.labels[idx]
         if self.epoch_fn is None:
             self.epoch = epoch + 1  # standalone use: reshuffle on the next pass

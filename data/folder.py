@@ -412,10 +412,11 @@ class ImageFolderDataModule(BaseImageDataModule):
             world_size=world,
             epoch_fn=self._epoch_fn(),
             shuffle=self._shuffle(train),
+            progress_fn=self._progress_fn(train),
         )
 
     def train_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._loader("train")
+        return self._track_train(self._loader("train"))
 
     def val_dataloader(self) -> DeviceLoader | DataLoader:
         return self._loader("val")

@@ -28,10 +28,6 @@ def list_ablations() -> list[str]:
     return sorted(p.stem for p in ABLATION_DIR.glob("*.yaml") if not p.name.startswith("_"))
 
 
-def list_variants() -> list[str]:
-    return sorted(p.stem for p in (ABLATION_DIR / "variant").glob("*.yaml"))
-
-
 def check_name(name: str) -> str:
     if name not in list_ablations():
         raise ConfigError(f"unknown ablation {name!r}: choose one of {', '.join(list_ablations())}")
@@ -43,12 +39,16 @@ def compose(name: str, overrides: Sequence[str] = ()) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     check_name(name)
-    if GlobalHydra.instance().is_initialized():  # e.g. inside a running Hydra job
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=[f"+ablation={name}", *overrides], return_hydra_config=True)
+    backup = get_gh_backup()  # e.g. called inside a running Hydra app: give its state back afterwards
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return hydra_compose("train", overrides=[f"+ablation={name}", *overrides], return_hydra_config=True)
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def grid(name: str, overrides: Sequence[str] = ()) -> list[list[str]]:

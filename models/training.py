@@ -40,6 +40,7 @@ from models.spec import NetSpec
 
 CKPT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_id.txt"
+EXIT_SIGTERM = 143  # what SLURM and shells expect from a job that stopped on SIGTERM; the run stays resumable
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -349,8 +350,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if is_zero:
         atomic_write_json(run_dir / RESULTS, record)
         wandb_finish(loggers, record)
-        if cfg.get("summary", True):
+        if cfg.get("summary", True) and record["status"] != "running":
             print_summary(record)
+    if record["status"] == "running":  # SIGTERM: the job (and a sweep) stops with the conventional 128 + 15
+        raise SystemExit(EXIT_SIGTERM)
     return record
 
 

@@ -18,8 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import hydra._internal.utils as hydra_utils  # noqa: E402
 from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
 
-from models.errors import ConfigError  # noqa: E402
-from models.spec import knob_names  # noqa: E402
+from models.errors import ConfigError  # noqa: E402  (cheap: the models package imports torch lazily)
 
 EXIT_BAD_INPUT = 2
 
@@ -28,10 +27,21 @@ def one_line(ex: BaseException) -> str:
     """A single line naming the key and the fix, from our ConfigError or Hydra's multi-line messages."""
     if isinstance(ex, ConfigError):
         return str(ex)
+    for cause in (ex, ex.__cause__, ex.__context__):
+        if cause is not None and type(cause).__name__.endswith("YAMLError") or hasattr(cause, "problem_mark"):
+            return _yaml_message(cause)
+    override = getattr(ex, "override", None)
+    if type(ex).__name__ == "OverrideParseException" and override:
+        detail = str(ex).split("\n")[0].replace("LexerNoViableAltException: ", "")
+        return (f"override {override!r} is malformed ({detail}): write key=value; quote values with brackets, "
+                "commas or spaces (key='[a' ), lists as key=[a,b]; see https://hydra.cc/docs/advanced/override_grammar/basic/")
+    if isinstance(ex, OSError) and ex.filename:
+        return (f"cannot create or write {ex.filename} ({ex.strerror}): set hydra.run.dir (hydra.sweep.dir with -m) "
+                "to a writable directory")
     text = str(ex)
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:
-        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        options = [o for o in re.findall(r"^\t(\S+)$", text, flags=re.M) if not o.startswith("_")]  # _: includes
         group = missing.group(1).rsplit("/", 1)
         key = f"{group[0]}={group[1]}" if len(group) == 2 else missing.group(1)
         return f"{key} is not a known option: choose one of {', '.join(sorted(options))}" if options else \
@@ -40,12 +50,22 @@ def one_line(ex: BaseException) -> str:
     if unknown:
         key = unknown.group(1)
         if key.startswith("model.") and key.count(".") == 1:
+            from models.spec import knob_names
+
             return f"unknown model knob {key.split('.', 1)[1]!r} in {key}: valid knobs are {', '.join(knob_names())}"
         return f"unknown key {key}: check the spelling (python scripts/<script>.py --cfg job lists the keys) " \
                f"or use +{key}=... to add a new one"
     cause = f" ({ex.__cause__})" if ex.__cause__ else ""
     first = " ".join(text.split())
     return f"{type(ex).__name__}: {first}{cause}"
+
+
+def _yaml_message(ex: BaseException) -> str:
+    mark = getattr(ex, "problem_mark", None) or getattr(ex, "context_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a YAML file"
+    what = " ".join(str(p) for p in (getattr(ex, "context", None), getattr(ex, "problem", None)) if p) or str(ex)
+    return f"malformed YAML in {where} ({' '.join(what.split())}): fix the file's syntax (e.g. close brackets, " \
+           "quote values containing ':' or '#')"
 
 
 def run_and_report(func: Callable[[], Any]) -> Any:

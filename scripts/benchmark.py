@@ -1,11 +1,11 @@
 """Training/inference speed through the project's full path vs a minimal PyTorch loop (see models/benchmark.py).
 
     python scripts/benchmark.py                                    # resnet20, CIFAR-10 (real copy if present), b128
-    python scripts/benchmark.py --models resnet20 resnet56 --batch-sizes 64 128 --precisions 32-true bf16-mixed \
-        --channels-last false true --compile false true --csv reports/bench.csv
+    python scripts/benchmark.py --models resnet20 resnet56 --batch-sizes 64 128 --precisions 32-true bf16-mixed
+                                --channels-last false true --compile false true --csv reports/bench.csv
     python scripts/benchmark.py --imagenet                         # + vgg16_cifar and resnet18 at 224, cached folder
     python scripts/benchmark.py --epoch-compare                    # + one resnet20 epoch: device path vs DataLoader
-    python scripts/benchmark.py --readme docs/benchmark.md         # the README suite, written as markdown
+    python scripts/benchmark.py --suite readme --readme docs/benchmark.md --csv docs/benchmark.csv   # the docs numbers
 
 The same commands run unchanged on a GPU box (trainer=gpu is picked when CUDA is available).
 """
@@ -50,8 +50,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-batches", type=int, default=4)
     ap.add_argument("--imagenet", action="store_true",
                     help="also vgg16_cifar and resnet18 at 224 through ImageFolderDataModule(cache=true)")
-    ap.add_argument("--imagenet-batch", type=int, default=16)
-    ap.add_argument("--imagenet-steps", type=int, default=3)
+    ap.add_argument("--imagenet-batch", type=int, nargs=2, default=[4, 8], metavar=("VGG", "RESNET"),
+                    help="batch of vgg16_cifar and of resnet18 at 224 (a vgg16 step at 224 is ~15 GMACs/image)")
+    ap.add_argument("--imagenet-steps", type=int, default=2)
+    ap.add_argument("--imagenet-repeats", type=int, default=3)
+    ap.add_argument("--suite", choices=["readme"], default=None,
+                    help="readme: resnet20/CIFAR-10/b128 as fp32, channels_last, bf16-mixed and compile, plus "
+                         "--imagenet and --epoch-compare (the numbers in docs/benchmark.md)")
     ap.add_argument("--epoch-compare", action="store_true",
                     help="also one resnet20 epoch on the real CIFAR-10 copy: device path vs per-image DataLoader")
     ap.add_argument("--logger", default="csv", choices=["csv", "none", "wandb"])
@@ -81,29 +86,53 @@ def main(argv: list[str] | None = None) -> int:
                     eval_batches=args.eval_batches)
              for m, b, p, cl, co in itertools.product(args.models, args.batch_sizes, args.precisions,
                                                        args.channels_last, args.compile)]
+    extra: list[B.Case] = []
+    if args.suite == "readme":  # the essential rows first (fp32, both ImageNet-path models), then the switches
+        common = dict(model="resnet20", data=args.data, batch=128, steps=args.steps, repeats=args.repeats,
+                      warmup=args.warmup, eval_batches=args.eval_batches)
+        cases = [B.Case(**common)]
+        extra = [B.Case(**common, channels_last=True), B.Case(**common, precision="bf16-mixed"),
+                 B.Case(**common, compile=True)]
+        args.imagenet = args.epoch_compare = True
     if args.imagenet:
-        cases += [B.Case(model=m, data="folder", batch=args.imagenet_batch, image_size=224,
-                         steps=args.imagenet_steps, repeats=args.repeats, warmup=2, eval_batches=3)
-                  for m in ("vgg16_cifar", "resnet18")]
-    rows = [B.run_case(c, workdir, cifar_root, logger=args.logger, log=log) for c in cases]
-    epochs = B.epoch_compare(cifar_root, workdir, logger=args.logger, log=log) if args.epoch_compare else []
+        cases += [B.Case(model=m, data="folder", batch=b, image_size=224, steps=args.imagenet_steps,
+                         repeats=args.imagenet_repeats, warmup=1, eval_batches=3)
+                  for m, b in zip(("vgg16_cifar", "resnet18"), args.imagenet_batch)]
 
-    info_end = B.machine()
-    table = B.markdown_table(rows)
-    print(B.machine_line(info_start) + f" (end: load {info_end['load_1min']})")
-    print(table)
-    for e in epochs:
-        print(f"epoch: {e['loader']}: {e['epoch_time_s']:.1f} s for {e['images']:,} images "
-              f"({e['train/images_per_s']:.1f} img/s after warm-up, data wait {e['train/data_wait_frac']:.3f}); "
-              f"load {e['load_before']}->{e['load_after']}")
-    if args.csv:
-        B.write_csv(rows, args.csv, info_start)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info_start, "machine_end": info_end,
-                                               "rows": [B.as_dict(r) for r in rows], "epoch_compare": epochs},
-                                              indent=1, default=str))
-    if args.readme:
-        B.write_report(args.readme, rows, epochs, info_start, info_end, " ".join(sys.argv))
+    rows: list[B.Row] = []
+    epochs: list[dict] = []
+
+    def emit(final: bool) -> None:
+        """Write the outputs (after every case, so an interrupted run keeps what it measured)."""
+        info_end = B.machine()
+        if final:
+            print(B.machine_line(info_start) + f" (end: load {info_end['load_1min']})")
+            print(B.markdown_table(rows))
+            for e in epochs:
+                print(f"epoch: {e['loader']}: {e['epoch_time_s']:.1f} s for {e['images']:,} images "
+                      f"({e['train/images_per_s']:.1f} img/s after warm-up, data wait "
+                      f"{e['train/data_wait_frac']:.3f}); load {e['load_before']}->{e['load_after']}")
+            for t in B.targets(rows, epochs):
+                print(f"target: {t}")
+        if args.csv:
+            B.write_csv(rows, args.csv, info_start)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": info_start, "machine_end": info_end,
+                                                   "rows": [B.as_dict(r) for r in rows], "epoch_compare": epochs},
+                                                  indent=1, default=str))
+        if args.readme:
+            B.write_report(args.readme, rows, epochs, info_start, info_end, " ".join(["python", *sys.argv]))
+
+    for c in cases:
+        rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log))
+        emit(False)
+    if args.epoch_compare:
+        epochs += B.epoch_compare(cifar_root, workdir, logger=args.logger, log=log)
+        emit(False)
+    for c in extra:
+        rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log))
+        emit(False)
+    emit(True)
     return 0
 
 

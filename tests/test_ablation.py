@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -103,4 +105,5 @@ def test_local_gpus_pins_one_gpu_per_job(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     assert pin_local_gpu(4) is None  # not under submitit's local executor: untouched
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    assert pin_local_gpu(4) == "1" and pin_local_gpu(0) == "1"  # now only GPU 1 is visible: nothing more to pin
+    assert pin_local_gpu(4) == "1" and os.environ["CUDA_VISIBLE_DEVICES"] == "1"  # job 4 of 3 GPUs
+    assert pin_local_gpu(0) is None  # one GPU left visible: nothing more to pin

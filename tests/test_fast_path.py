@@ -94,3 +94,13 @@ def test_compile(tmp_path: Path, plain: tuple[dict, list[float]]) -> None:
     r, losses = run(tmp_path, "compile", "data.device_resident=true", "compile=true")
     assert r["compile"] is True
     assert_close(losses, plain[1], rtol=1e-2, atol=1e-3)
+
+
+def test_trainer_gpu_holds_the_fast_defaults() -> None:
+    """What a GPU box gets from `trainer=gpu` alone (composed here; no GPU needed)."""
+    cfg = compose_train(["trainer=gpu", "data=cifar10"])
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed" and cfg.trainer.benchmark
+    assert cfg.channels_last is None  # null = on for CUDA (models/training.py), off on CPU
+    assert cfg.data.device_resident == "auto" and cfg.data.num_workers == "auto"
+    folder = compose_train(["trainer=gpu", "data=imagefolder", "data.root=/nonexistent"])
+    assert folder.data.num_workers == "auto"  # min(8, CPUs) workers; pin_memory follows the CUDA device
