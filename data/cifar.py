@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
 from data.common import InMemoryImageDataModule, check_choice, check_int, stratified_split
+
+DOWNLOAD_TIMEOUT_S = 30  # per connect/read: an unreachable host fails in seconds, not after the OS's minutes
 from models.errors import ConfigError
 
 _TV = {"cifar10": CIFAR10, "cifar100": CIFAR100}
@@ -32,6 +35,24 @@ def find_cifar_dir(root: str | Path, name: str) -> Path:
     raise ConfigError(f"data.root={root / base} not found: set data.root=<dir containing {base}> or data.download=true")
 
 
+# What a CIFAR pickle may reference: numpy arrays, and bytes as Python 3 writes them at protocol 2. Nothing else is
+# ever looked up, so a planted file cannot run code (data.verify=false skips the md5 check, not this one).
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name} (a CIFAR file holds only arrays and lists)")
+        return super().find_class(module, name)
+
+
+def load_pickle(f: Any) -> Any:
+    """pickle.load for CIFAR's files (latin1 for the Python 2 originals), restricted to plain data."""
+    return _DataOnlyUnpickler(f, encoding="latin1").load()
+
+
 def read_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> uint8 (N,3,32,32) and int64 labels; any damage becomes a ConfigError naming the file."""
     label_key = "labels" if name == "cifar10" else "fine_labels"
@@ -40,7 +61,7 @@ def read_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError(f"{path} is missing: {fix}")
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = load_pickle(f)
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # R, G, B planes
         labels = np.asarray(entry[label_key], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
@@ -102,6 +123,8 @@ class CIFARDataModule(InMemoryImageDataModule):
         tv = _TV[self.name]
         if not self.download or (self.root / tv.base_folder).is_dir() or self.root.name == tv.base_folder:
             return
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen has none: a blackholed network would hang
         try:
             tv(str(self.root), train=True, download=True)
         except (OSError, RuntimeError) as e:  # URLError/HTTPError/timeouts are OSErrors
@@ -109,6 +132,8 @@ class CIFARDataModule(InMemoryImageDataModule):
                 f"downloading {tv.url} into data.root={self.root} failed ({type(e).__name__}: {e}): put"
                 f" {tv.base_folder} under data.root yourself and set data.download=false"
             ) from None
+        finally:
+            socket.setdefaulttimeout(previous)
 
     def _load(self) -> None:
         tv = _TV[self.name]
@@ -142,7 +167,7 @@ class CIFARDataModule(InMemoryImageDataModule):
     def _read_classes(self, path: Path, key: str) -> list[str]:
         try:
             with open(path, "rb") as f:
-                return list(pickle.load(f, encoding="latin1")[key])
+                return list(load_pickle(f)[key])
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
             return [str(i) for i in range(self.num_classes)]  # names are cosmetic; the labels are what count
 

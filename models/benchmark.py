@@ -125,15 +125,26 @@ class Row:
     def ratio(self) -> float:
         return self.project / self.minimal if self.minimal else float("nan")
 
+    @property
+    def paired_ratio(self) -> float:
+        """Median over window pairs (project window j, then minimal window j, back to back): robust to drift."""
+        pairs = [p / m for p, m in zip(self.project_windows, self.minimal_windows) if m]
+        return statistics.median(pairs) if pairs else float("nan")
+
     def cells(self) -> dict[str, Any]:
         c = self.case
         return {"model": c.model, "data": self.data_label, "size": self.size, "batch": c.batch,
                 "precision": c.precision, "channels_last": c.channels_last, "compile": c.compile,
-                "img/s project": round(self.project, 1), "img/s minimal": round(self.minimal, 1),
+                "img/s project": _r(self.project), "img/s minimal": _r(self.minimal),
                 "ratio": round(self.ratio, 3), "MACs": self.macs, "GFLOPs": round(self.flops / 1e9, 3),
                 "MFU": None if self.mfu is None else round(self.mfu, 4),
-                "infer img/s": None if self.infer_project is None else round(self.infer_project, 1),
-                "infer img/s minimal": round(self.infer_minimal, 1), "pipeline img/s": round(self.pipeline, 1)}
+                "infer img/s": None if self.infer_project is None else _r(self.infer_project),
+                "infer img/s minimal": _r(self.infer_minimal), "pipeline img/s": _r(self.pipeline)}
+
+
+def _r(x: float) -> float:
+    """1 decimal for big rates, 3 significant digits for slow ones (vgg16 at 224 on a CPU: ~0.5 img/s)."""
+    return round(x, 1) if abs(x) >= 10 else float(f"{x:.3g}")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -209,13 +220,14 @@ def _recording_meter():
     return RecordingMeter
 
 
-def window_rates(ticks: list[tuple[int, int, float, int, float]], warmup: int, steps: int) -> list[float]:
+def window_rates(ticks: list[tuple[int, int, float, int, float]], warmup: int, steps: int,
+                 windows: int | None = None) -> list[float]:
     """images/s of window j = steps warmup+(j-1)*steps+1 .. warmup+j*steps (1-based). A step's time runs from the
     previous step's end (or the end of the hook run after it) to its own; it counts only when both steps are consecutive batches of one epoch (the first
     step of an epoch pays for validation, checkpoints and a new iterator: excluded, as RunMeter does)."""
     out = []
     j = 1
-    while warmup + j * steps <= len(ticks):
+    while warmup + j * steps <= len(ticks) and (windows is None or j <= windows):
         images = seconds = 0.0
         for k in range(warmup + (j - 1) * steps + 1, warmup + j * steps + 1):  # 1-based step numbers
             if k < 2:
@@ -386,12 +398,12 @@ def pipeline_rate(loader: Any, batches: int, repeats: int, device: torch.device)
 
 # ---------------------------------------------------------------------------------------------- one case
 def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR, logger: str = "csv",
-             log: Any = print) -> Row:
+             log: Any = print, extra: list[str] | None = None) -> Row:
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     data, label = data_overrides(case, workdir, cifar_root)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{case.model}_", dir=workdir))
-    overrides = project_overrides(case, data, run_dir, logger, accelerator)
+    overrides = project_overrides(case, data, run_dir, logger, accelerator) + list(extra or [])
     cfg = compose(overrides)
     row = Row(case=case, data_label=label, load_before=round(load_avg(), 2))
 
@@ -416,7 +428,7 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
     record, meter = run_project(case, overrides, between)
     while len(row.minimal_windows) < case.repeats:  # only if the project run stopped early
         row.minimal_windows.append(minimal.train_steps(case.steps))
-    row.project_windows = window_rates(meter.ticks, case.warmup, case.steps)
+    row.project_windows = window_rates(meter.ticks, case.warmup, case.steps, case.repeats)
     if not row.project_windows:
         raise RuntimeError(f"no complete timed window in the project run ({len(meter.ticks)} steps recorded)")
     row.project = statistics.median(row.project_windows)
@@ -430,7 +442,7 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
     row.load_after = round(load_avg(), 2)
     log(f"  project {row.project:,.1f} img/s (windows {[round(r, 1) for r in row.project_windows]}, RunMeter "
         f"{row.runmeter or 0:,.1f}), minimal {row.minimal:,.1f} img/s (windows "
-        f"{[round(r, 1) for r in row.minimal_windows]}), ratio {row.ratio:.3f}; load {row.load_before}->"
+        f"{[round(r, 1) for r in row.minimal_windows]}), ratio {row.ratio:.3f} (paired {row.paired_ratio:.3f}); load {row.load_before}->"
         f"{row.load_after}")
     return row
 
@@ -486,7 +498,7 @@ def markdown_table(rows: list[Row]) -> str:
 def write_csv(rows: list[Row], path: str | Path, info: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = ["runmeter img/s", "data_wait_frac", "peak_flops", "project windows", "minimal windows", "load_before",
+    extra = ["paired ratio", "runmeter img/s", "data_wait_frac", "peak_flops", "project windows", "minimal windows", "load_before",
              "load_after", "cpu", "cores", "threads", "torch"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -494,13 +506,13 @@ def write_csv(rows: list[Row], path: str | Path, info: dict[str, Any]) -> None:
         for r in rows:
             cells = r.cells()
             w.writerow([cells[k] for k in COLUMNS] + [
-                r.runmeter, r.data_wait_frac, r.peak_flops, " ".join(f"{x:.1f}" for x in r.project_windows),
+                round(r.paired_ratio, 3), r.runmeter, r.data_wait_frac, r.peak_flops, " ".join(f"{x:.1f}" for x in r.project_windows),
                 " ".join(f"{x:.1f}" for x in r.minimal_windows), r.load_before, r.load_after, info["cpu"],
                 info["cores"], info["threads"], info["torch"]])
 
 
 def as_dict(row: Row) -> dict[str, Any]:
-    return {**row.cells(), "case": asdict(row.case), "runmeter": row.runmeter, "data_wait_frac": row.data_wait_frac,
+    return {**row.cells(), "case": asdict(row.case), "paired_ratio": row.paired_ratio, "runmeter": row.runmeter, "data_wait_frac": row.data_wait_frac,
             "project_windows": row.project_windows, "minimal_windows": row.minimal_windows,
             "load_before": row.load_before, "load_after": row.load_after}
 
@@ -513,7 +525,8 @@ def write_report(path: str | Path, rows: list[Row], epochs: list[dict[str, Any]]
     for r in rows:
         lines.append(f"- {r.case.model} ({r.data_label}, {r.size}px, batch {r.case.batch}, {r.case.precision}): project "
                      f"windows {[round(x, 1) for x in r.project_windows]} img/s (RunMeter over the same steps: "
-                     f"{fmt(r.runmeter)}), minimal windows {[round(x, 1) for x in r.minimal_windows]}, data wait "
+                     f"{fmt(r.runmeter)}), minimal windows {[round(x, 1) for x in r.minimal_windows]}, median of "
+                     f"the per-pair ratios {r.paired_ratio:.3f}, data wait "
                      f"{fmt(r.data_wait_frac)}, load {r.load_before} -> {r.load_after}")
     if epochs:
         lines += ["", "| one epoch of resnet20 (45,000 images, batch 128) | epoch time s | train img/s | data wait |",

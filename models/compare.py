@@ -74,7 +74,7 @@ def compare(entries: Sequence[str | Mapping[str, Any]], input_size: int | None =
             knobs["num_classes"] = num_classes or (preset.spec.num_classes if preset else 1000)
         size = input_size or (preset.input_size if preset else 224)
         spec = get_spec(knobs)
-        spec.check_input_size(size)
+        spec.check_input_size(size, "input_size")
         with torch.device("meta"):  # counting needs shapes only: no weight init, no arithmetic
             model = build(spec)
         rows.append(Row(entry_label(entry), spec.knobs(), profile(model, size)))

@@ -80,11 +80,12 @@ class NetSpec:
         """Smallest square input for which every pooling/strided layer still sees at least one pixel."""
         return self.downsampling_factor
 
-    def check_input_size(self, size: int) -> None:
+    def check_input_size(self, size: int, key: str = "data.image_size") -> None:
+        """`key` names the setting that chose the size (data.image_size for training, input_size for reports)."""
         if size < self.min_input_size():
             raise ConfigError(
-                f"input size {size} is too small for this model (stem={self.stem}, downsample={self.downsample}, "
-                f"{len(self.depths)} stages reduce by {self.downsampling_factor}x): use data.image_size>="
+                f"{key}={size} is too small for this model (stem={self.stem}, downsample={self.downsample}, "
+                f"{len(self.depths)} stages reduce by {self.downsampling_factor}x): use {key}>="
                 f"{self.min_input_size()} or fewer stages"
             )
 

@@ -28,13 +28,13 @@ def one_line(ex: BaseException) -> str:
     if isinstance(ex, ConfigError):
         return str(ex)
     for cause in (ex, ex.__cause__, ex.__context__):
-        if cause is not None and type(cause).__name__.endswith("YAMLError") or hasattr(cause, "problem_mark"):
+        if cause is not None and hasattr(cause, "problem_mark"):  # yaml.MarkedYAMLError (parser/scanner)
             return _yaml_message(cause)
     override = getattr(ex, "override", None)
     if type(ex).__name__ == "OverrideParseException" and override:
         detail = str(ex).split("\n")[0].replace("LexerNoViableAltException: ", "")
-        return (f"override {override!r} is malformed ({detail}): write key=value; quote values with brackets, "
-                "commas or spaces (key='[a' ), lists as key=[a,b]; see https://hydra.cc/docs/advanced/override_grammar/basic/")
+        return (f"override {override!r} is malformed ({detail}): write key=value, lists as key=[a,b], and quote "
+                "values holding brackets, commas or spaces")
     if isinstance(ex, OSError) and ex.filename:
         return (f"cannot create or write {ex.filename} ({ex.strerror}): set hydra.run.dir (hydra.sweep.dir with -m) "
                 "to a writable directory")
@@ -63,7 +63,7 @@ def one_line(ex: BaseException) -> str:
 def _yaml_message(ex: BaseException) -> str:
     mark = getattr(ex, "problem_mark", None) or getattr(ex, "context_mark", None)
     where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a YAML file"
-    what = " ".join(str(p) for p in (getattr(ex, "context", None), getattr(ex, "problem", None)) if p) or str(ex)
+    what = "; ".join(str(p) for p in (getattr(ex, "context", None), getattr(ex, "problem", None)) if p) or str(ex)
     return f"malformed YAML in {where} ({' '.join(what.split())}): fix the file's syntax (e.g. close brackets, " \
            "quote values containing ':' or '#')"
 

@@ -59,6 +59,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "--imagenet and --epoch-compare (the numbers in docs/benchmark.md)")
     ap.add_argument("--epoch-compare", action="store_true",
                     help="also one resnet20 epoch on the real CIFAR-10 copy: device path vs per-image DataLoader")
+    ap.add_argument("--override", nargs="*", default=[],
+                    help="extra Hydra overrides for the project's runs, e.g. trainer.enable_progress_bar=false")
     ap.add_argument("--logger", default="csv", choices=["csv", "none", "wandb"])
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--workdir", default=None, help="generated data, caches, run dirs (default: a temp dir)")
@@ -124,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             B.write_report(args.readme, rows, epochs, info_start, info_end, " ".join(["python", *sys.argv]))
 
     for c in cases:
-        rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log))
+        rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log, extra=args.override))
         emit(False)
     if args.epoch_compare:
         epochs += B.epoch_compare(cifar_root, workdir, logger=args.logger, log=log)
         emit(False)
     for c in extra:
-        rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log))
+        rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log, extra=args.override))
         emit(False)
     emit(True)
     return 0

@@ -72,3 +72,46 @@ def test_invalid_knobs_fail_with_the_key_named(bad: tuple[str, object]) -> None:
         build("resnet20", **{key: value})
     message = str(err.value)
     assert f"model.{key}" in message and "\n" not in message
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_specs(), st.data())
+def test_input_smaller_than_the_downsampling_fails_naming_the_size(spec: NetSpec, data: st.DataObject) -> None:
+    """Impossible combination: an input size below the model's total downsampling. Sizes at/above the minimum pass."""
+    smallest = spec.min_input_size()
+    spec.check_input_size(smallest)
+    spec.check_input_size(data.draw(st.integers(smallest, smallest + 64)))
+    if smallest == 1:
+        return
+    size = data.draw(st.integers(1, smallest - 1))
+    with pytest.raises(ConfigError) as err:
+        spec.check_input_size(size)
+    message = str(err.value)
+    assert message.startswith(f"data.image_size={size} is too small") and f"data.image_size>={smallest}" in message
+    assert "\n" not in message
+
+
+@st.composite
+def invalid_combinations(draw: st.DrawFn) -> tuple[str, dict]:
+    """Knob values that are each valid but impossible together, with the key the error must name."""
+    kind = draw(st.sampled_from(["plain_residual", "shortcut_a_shrinks", "stage_lists_differ"]))
+    n = draw(st.integers(1, 3))
+    widths = sorted(draw(st.lists(st.integers(2, 12), min_size=n, max_size=n)))
+    knobs: dict = {"depths": [1] * n, "widths": widths, "stem": draw(st.sampled_from(["resnet", "cifar"])),
+                   "stem_width": widths[0]}
+    if kind == "plain_residual":
+        return "model.residual", {**knobs, "block": "plain", "residual": True}
+    if kind == "shortcut_a_shrinks":  # a zero-padded identity cannot drop channels
+        return "model.shortcut", {**knobs, "block": draw(st.sampled_from(["basic", "bottleneck"])), "residual": True,
+                                  "shortcut": "A", "stem_width": widths[0] * 4 + draw(st.integers(1, 8))}
+    return "model.depths", {**knobs, "depths": [1] * (n + draw(st.integers(1, 2)))}
+
+
+@settings(max_examples=40, deadline=None)
+@given(invalid_combinations())
+def test_impossible_knob_combinations_fail_naming_the_key(bad: tuple[str, dict]) -> None:
+    key, knobs = bad
+    with pytest.raises(ConfigError) as err:
+        NetSpec(**knobs)
+    message = str(err.value)
+    assert key in message and "\n" not in message
