@@ -116,6 +116,19 @@ def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro", validate_args=False)
 
 
+def _metric_state(metric: Any) -> dict[str, Any]:
+    """A torchmetrics Metric's accumulated state as CPU tensors (plus its update count)."""
+    state = {k: v.detach().cpu().clone() for k, v in metric.metric_state.items() if isinstance(v, torch.Tensor)}
+    return {"state": state, "update_count": int(metric._update_count)}
+
+
+def _set_metric_state(metric: Any, saved: dict[str, Any]) -> None:
+    for k, v in saved["state"].items():
+        setattr(metric, k, v.to(metric.device))
+    metric._update_count = int(saved["update_count"])
+    metric._computed = None
+
+
 class Classifier(pl.LightningModule):
     def __init__(
         self,
@@ -198,6 +211,14 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum, self._train_images = None, 0
+        state, self._resumed_train_state = getattr(self, "_resumed_train_state", None), None
+        # Resumed inside an epoch: continue its sums. Single process only: under DDP each rank had its own sums and
+        # the checkpoint holds rank 0's, so there the resumed epoch's train/* cover the batches after the restart.
+        if state and self.trainer.world_size == 1 and state["train_images"]:
+            _set_metric_state(self.metrics["train_acc"], state["train_acc"])
+            _set_metric_state(self.metrics["train_acc_top5"], state["train_acc_top5"])
+            self._train_loss_sum = state["train_loss_sum"].to(self.device)
+            self._train_images = int(state["train_images"])
 
     def on_train_epoch_end(self) -> None:
         if self._train_images:
@@ -271,8 +292,21 @@ class Classifier(pl.LightningModule):
             "python": random.getstate(),
             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
         }
+        # Running metric state (tensors only, weights_only-safe), so that a resumed run reports what an uninterrupted
+        # one would: the best val accuracy so far, and the training sums of the epoch the checkpoint was taken in.
+        checkpoint["metric_state"] = {
+            "val_acc_best": _metric_state(self.val_acc_best),
+            "train_acc": _metric_state(self.metrics["train_acc"]),
+            "train_acc_top5": _metric_state(self.metrics["train_acc_top5"]),
+            "train_loss_sum": None if self._train_loss_sum is None else self._train_loss_sum.detach().cpu(),
+            "train_images": self._train_images,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("metric_state")
+        if state:
+            _set_metric_state(self.val_acc_best, state["val_acc_best"])
+            self._resumed_train_state = state  # applied by on_train_epoch_start (which would reset it otherwise)
         rng = checkpoint.get("rng")
         if not rng:
             return

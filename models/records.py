@@ -13,6 +13,8 @@ import json
 import math
 import os
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     Damage of any kind becomes a ConfigError naming the file."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        mmap = mmap and zipfile.is_zipfile(path)  # torch's legacy (non-zip) format cannot be memory-mapped
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the verdict below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint {path} not found: check the path or drop the resume") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, refused global: all mean "unusable file"

@@ -217,6 +217,18 @@ def print_summary(record: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the run
+def _stop_launched_ranks(trainer: pl.Trainer | None) -> None:
+    """Rank 0 failing (e.g. a collective timed out on a hung rank): SIGKILL the rank processes it started, so that
+    none is left behind, stopped or blocked. A no-op on other ranks and without DDP."""
+    import signal
+
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if isinstance(launcher, _SubprocessScriptLauncher) and getattr(launcher, "procs", None):
+        launcher.kill(signal.SIGKILL)
+
+
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     run_dir = resolve_run_dir(cfg).resolve()
@@ -240,6 +252,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                               "seed": int(cfg.seed), "overrides": overrides}
     is_zero = rank_zero_only.rank == 0  # DDP ranks > 0 never write the record
     loggers: list[Any] = []
+    trainer: pl.Trainer | None = None
     try:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         dm = build_datamodule(cfg.data)
@@ -294,6 +307,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         run_name = f"{name}-{record['data']}-s{cfg.seed}"
         loggers = build_loggers(cfg, run_dir, run_name, record)
         try:
+            if trainer_kwargs.get("strategy") == "ddp":  # the same strategy, with our collective timeout
+                from datetime import timedelta
+
+                from lightning.pytorch.strategies import DDPStrategy
+
+                timeout = cfg.get("ddp_timeout_s") or 1800
+                if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+                    raise ConfigError(f"ddp_timeout_s={timeout!r} must be a positive number of seconds")
+                trainer_kwargs["strategy"] = DDPStrategy(timeout=timedelta(seconds=float(timeout)))
             trainer = pl.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks,
                                  default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
         except (ValueError, TypeError, RuntimeError) as e:  # MisconfigurationException is a ValueError
@@ -338,6 +360,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             print(f"interrupted by SIGTERM at step {trainer.global_step}; checkpoint {last} saved. Re-run the same "
                   "command (same hydra.run.dir) to resume.", flush=True)
     except BaseException as e:
+        _stop_launched_ranks(trainer)
         record.update(status="failed", error=" ".join(f"{type(e).__name__}: {e}".split())[:500])
         if isinstance(e, ConfigError):
             record["error"] = str(e)
