@@ -244,6 +244,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if previous and previous.get("status") in DONE:
         print(f"{run_dir}: already {previous['status']} (results.json); not training again. "
               "Use a new hydra.run.dir for a new run.", flush=True)
+        if cfg.get("summary", True):
+            print_summary(previous)
         return previous
 
     overrides = hydra_overrides() if overrides is None else list(overrides)
