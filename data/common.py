@@ -169,6 +169,23 @@ class BaseImageDataModule(pl.LightningDataModule):
         )
 
 
+    # -- the loaders: subclasses provide `_loader(split)` and keep device copies in `_on_device` --
+    def _loader(self, split: str) -> DeviceLoader | DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DeviceLoader | DataLoader:
+        return self._track_train(self._loader("train"))
+
+    def val_dataloader(self) -> DeviceLoader | DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DeviceLoader | DataLoader:
+        return self._loader("test")
+
+    def teardown(self, stage: str | None = None) -> None:
+        self._on_device.clear()  # frees the accelerator copies; host splits stay for a later fit/test
+
+
 class InMemoryImageDataModule(BaseImageDataModule):
     """Splits held in RAM as uint8 (N,C,H,W) tensors, served by a DeviceLoader or a DataLoader.
 
@@ -262,17 +279,6 @@ class InMemoryImageDataModule(BaseImageDataModule):
             progress_fn=self._progress_fn(train),
         )
 
-    def train_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._track_train(self._loader("train"))
-
-    def val_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._loader("test")
-
-    def teardown(self, stage: str | None = None) -> None:
-        self._on_device.clear()  # frees the accelerator copies; host splits stay for a later fit/test
 
     def describe(self) -> dict[str, Any]:
         """Flat record of what was loaded, for run records."""

@@ -415,18 +415,6 @@ class ImageFolderDataModule(BaseImageDataModule):
             progress_fn=self._progress_fn(train),
         )
 
-    def train_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._track_train(self._loader("train"))
-
-    def val_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DeviceLoader | DataLoader:
-        return self._loader("test")
-
-    def teardown(self, stage: str | None = None) -> None:
-        self._on_device.clear()
-
     def describe(self) -> dict[str, Any]:
         """Flat record of what was loaded, for run records."""
         self.prepare_data()
