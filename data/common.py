@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -173,6 +173,18 @@ class BaseImageDataModule(pl.LightningDataModule):
     def _loader(self, split: str) -> DeviceLoader | DataLoader:
         raise NotImplementedError
 
+    def _device_loader(self, split: str, train: bool, device: torch.device,
+                       host_split: Callable[[], tuple[Tensor, Tensor]], **augment: Any) -> DeviceLoader:
+        """A DeviceLoader over `split`, copied to `device` once and shared by every loader built from it."""
+        key = (split, str(device))
+        if key not in self._on_device:
+            images, labels = host_split()
+            self._on_device[key] = (images.to(device), labels.to(device))
+        rank, world = self._rank_world()
+        return DeviceLoader(*self._on_device[key], self.batch_size, train=train, seed=self.seed, device=device,
+                            rank=rank, world_size=world, epoch_fn=self._epoch_fn(), shuffle=self._shuffle(train),
+                            progress_fn=self._progress_fn(train), **augment)
+
     def train_dataloader(self) -> DeviceLoader | DataLoader:
         return self._track_train(self._loader("train"))
 
@@ -256,28 +268,9 @@ class InMemoryImageDataModule(BaseImageDataModule):
             return self._dataloader(
                 TensorImageDataset(images, labels, self._torchvision_transform(train)), train, self.num_workers()
             )
-        device = self._device()
-        key = (split, str(device))
-        if key not in self._on_device:  # one device copy per split, shared by every loader built from it
-            self._on_device[key] = (images.to(device), labels.to(device))
-        rank, world = self._rank_world()
-        return DeviceLoader(
-            *self._on_device[key],
-            self.batch_size,
-            mean=self.mean,
-            std=self.std,
-            train=train,
-            pad=self.pad if self.augment else 0,
-            flip=self.flip and self.augment,
-            out_size=self.image_size,
-            seed=self.seed,
-            device=device,
-            rank=rank,
-            world_size=world,
-            epoch_fn=self._epoch_fn(),
-            shuffle=self._shuffle(train),
-            progress_fn=self._progress_fn(train),
-        )
+        return self._device_loader(split, train, self._device(), lambda: (images, labels), mean=self.mean,
+                                   std=self.std, pad=self.pad if self.augment else 0,
+                                   flip=self.flip and self.augment, out_size=self.image_size)
 
 
     def describe(self) -> dict[str, Any]:

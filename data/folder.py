@@ -393,27 +393,8 @@ class ImageFolderDataModule(BaseImageDataModule):
                 ImageFileDataset(self.samples[split], self.transform(train)), train, self.num_workers()
             )
         device = self._device() if self.device_resident() else torch.device("cpu")
-        key = (split, str(device))
-        if key not in self._on_device:
-            images, labels = self.cached[split]
-            self._on_device[key] = (images.to(device), labels.to(device))
-        rank, world = self._rank_world()
-        return DeviceLoader(
-            *self._on_device[key],
-            self.batch_size,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            train=train,
-            flip=True,
-            crop=self.image_size,
-            seed=self.seed,
-            device=device,
-            rank=rank,
-            world_size=world,
-            epoch_fn=self._epoch_fn(),
-            shuffle=self._shuffle(train),
-            progress_fn=self._progress_fn(train),
-        )
+        return self._device_loader(split, train, device, lambda: self.cached[split], mean=IMAGENET_MEAN,
+                                   std=IMAGENET_STD, flip=True, crop=self.image_size)
 
     def describe(self) -> dict[str, Any]:
         """Flat record of what was loaded, for run records."""
