@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test complexity readme-tables clean
+.PHONY: install demo lint test test-fast complexity clean
 
 install: $(STAMP)
 
@@ -21,8 +21,17 @@ demo: $(STAMP)
 	$(PY) scripts/train.py experiment=digits_quick hydra.run.dir=runs/demo/digits_quick
 	$(PY) scripts/ablate.py residual_vs_plain_tiny
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+# Everything (CI): lint, then every test tier (unit, integration, reliability; slow, slurm and gpu-marked ones too;
+# gpu tests skip without a GPU).
+test: lint
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The edit-test loop: lint and the tests not marked slow, slurm or gpu (a few minutes).
+test-fast: lint
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
 
 complexity: $(STAMP)
 	$(PY) scripts/complexity.py out=docs

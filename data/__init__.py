@@ -1,60 +1,46 @@
 """Datamodules: the built-in digits set, CIFAR-10/100, and image folders (ImageFolder, Tiny-ImageNet, Imagenette).
 
-``build_datamodule(name, **kwargs)`` is the entry point for configs (``data.<key>`` overrides become kwargs).
+`build_datamodule(cfg)` is the one factory: `cfg` is a `configs/data/<name>.yaml` mapping (`_target_` plus the
+constructor's keyword arguments, `data.<key>` overrides included).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
-from data.cifar import CIFARDataModule
-from data.device import DeviceLoader, crop_flip
-from data.digits import DigitsDataModule
-from data.folder import ImageFolderDataModule
 from models.errors import ConfigError
 
-DATAMODULES: dict[str, type] = {
-    "digits": DigitsDataModule,
-    "cifar10": CIFARDataModule,
-    "cifar100": CIFARDataModule,
-    "imagefolder": ImageFolderDataModule,
-    "tinyimagenet": ImageFolderDataModule,
-    "imagenette": ImageFolderDataModule,
-}
-# The registry name fixes this constructor argument.
-_NAME_ARG = {
-    "cifar10": "name",
-    "cifar100": "name",
-    "imagefolder": "layout",
-    "tinyimagenet": "layout",
-    "imagenette": "layout",
-}
+
+def _target_class(target: str) -> type:
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"data._target_={target!r} is not a datamodule class: pick a dataset with "
+                          "data=<digits|cifar10|cifar100|imagefolder|tinyimagenet|imagenette>") from None
 
 
-def build_datamodule(name: str, /, **kwargs: Any) -> Any:
-    """Instantiate the datamodule registered as ``name`` with config kwargs; unknown names/keys are ConfigErrors."""
-    if name not in DATAMODULES:
-        raise ConfigError(f"data.name={name!r} is unknown: set data.name to one of {', '.join(DATAMODULES)}")
-    cls = DATAMODULES[name]
-    arg = _NAME_ARG.get(name)
-    if arg and kwargs.get(arg, name) != name:
-        raise ConfigError(f"data.{arg}={kwargs[arg]!r} contradicts data.name={name}: remove data.{arg}")
-    if arg:
-        kwargs[arg] = name
-    valid = [p for p in inspect.signature(cls).parameters if p != "self"]
-    unknown = sorted(set(kwargs) - set(valid))
+def build_datamodule(cfg: Mapping[str, Any]) -> Any:
+    """Instantiate `cfg["_target_"]`; keys its constructor does not take are an error, not silently ignored."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    kwargs = dict(cfg)
+    target = kwargs.pop("_target_", None)
+    if not target:
+        raise ConfigError("data._target_ is missing: pick a dataset with "
+                          "data=<digits|cifar10|cifar100|imagefolder|...>")
+    cls = _target_class(str(target))
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ConfigError(f"data.{unknown[0]} is not a setting of {name}: remove it; valid keys: {', '.join(valid)}")
-    return cls(**kwargs)
+        raise ConfigError(f"data.{unknown[0]} is not an option of this dataset ({cls.__name__}): valid keys are "
+                          f"{', '.join(sorted(accepted))}")
+    return cls(**kwargs)  # called directly, not via hydra.utils.instantiate: its ConfigErrors stay unwrapped
 
 
-__all__ = [
-    "DATAMODULES",
-    "CIFARDataModule",
-    "DeviceLoader",
-    "DigitsDataModule",
-    "ImageFolderDataModule",
-    "build_datamodule",
-    "crop_flip",
-]
+__all__ = ["build_datamodule"]

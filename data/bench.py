@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from data.cifar import CIFARDataModule
-from data.fixtures import write_cifar
+from data.synthetic import write_cifar
 
 
 class PILCIFAR(Dataset):

@@ -12,11 +12,12 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from data.common import InMemoryImageDataModule, check_choice, check_int, stratified_split
-
-DOWNLOAD_TIMEOUT_S = 30  # per connect/read: an unreachable host fails in seconds, not after the OS's minutes
+from data.checks import check_choice, check_int
+from data.in_memory import InMemoryImageDataModule
+from data.splits import stratified_split
 from models.errors import ConfigError
 
+DOWNLOAD_TIMEOUT_S = 30  # per connect/read: an unreachable host fails in seconds, not after the OS's minutes
 _TV = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 # Standard per-channel statistics of the CIFAR training sets (0..1 units).
 _STATS = {
@@ -171,5 +172,5 @@ class CIFARDataModule(InMemoryImageDataModule):
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError):
             return [str(i) for i in range(self.num_classes)]  # names are cosmetic; the labels are what count
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "root": str(find_cifar_dir(self.root, self.name)), "verify": self.verify}
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "root": str(find_cifar_dir(self.root, self.name)), "verify": self.verify}

@@ -54,7 +54,7 @@ def crop_flip(
     if not train:
         if crop == h == w:
             return x
-        top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))  # same rounding as torchvision
+        top, left = round((h - crop) / 2.0), round((w - crop) / 2.0)  # same rounding as torchvision
         return x[:, :, top : top + crop, left : left + crop]
     if pad:
         x = F.pad(x, (pad, pad, pad, pad))  # zero fill, like RandomCrop(padding=pad, fill=0)

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.common import InMemoryImageDataModule, channel_stats, check_int, stratified_split
+from data.checks import check_int
+from data.in_memory import InMemoryImageDataModule
+from data.splits import channel_stats, stratified_split
 from models.errors import ConfigError
 
 
@@ -62,9 +64,8 @@ class DigitsDataModule(InMemoryImageDataModule):
             )
         self.pad, self.flip = 2, False
 
-    def num_workers(self) -> int:
-        # "auto" = 0 even for the DataLoader path: 1,797 tiny images are faster in-process than with workers
-        return 0 if self.num_workers_setting == "auto" else super().num_workers()
+    def _auto_workers(self) -> int:
+        return 0  # even for the DataLoader path: 1,797 tiny images are faster in-process than with workers
 
     def _load(self) -> None:
         images, labels = load_digits_images(self.image_size)
@@ -76,5 +77,5 @@ class DigitsDataModule(InMemoryImageDataModule):
         self.mean, self.std = channel_stats(splits["train"][0])
         self._set_splits(splits)
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "source": "sklearn.datasets.load_digits"}
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "source": "sklearn.datasets.load_digits"}

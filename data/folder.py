@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.datasets import Imagenette
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from data import cache as image_cache
-from data.common import SPLITS, BaseImageDataModule, check_choice, check_flag, check_int, cpu_count, resolve_workers
+from data.base import SPLITS, BaseImageDataModule
+from data.checks import check_choice, check_flag, check_int, cpu_count
 from data.device import DeviceLoader
+from data.images import ImageFileDataset, list_images, load_rgb, scan_image
 from models.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,74 +42,6 @@ _IMAGENETTE_DIRS = (
     "imagewoof2-320",
     "imagewoof2",
 )
-_FIX_CORRUPT = "delete or replace the file (data.verify=true scans every image before training)"
-
-
-class CorruptImageError(ConfigError):
-    """A ConfigError that stays one clean line when a DataLoader worker re-raises it with its traceback."""
-
-    def __init__(self, message: str) -> None:
-        marker = f"{type(self).__name__}: "
-        if message.startswith("Caught ") and marker in message:  # torch's ExceptionWrapper.reraise format
-            message = message.rsplit(marker, 1)[1]
-        super().__init__(message)
-
-
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".")
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """Decode fully now, so truncated/corrupt files fail here with their name, not deep inside a transform."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise CorruptImageError(f"cannot read image {path} ({type(e).__name__}: {e}): {_FIX_CORRUPT}") from None
-
-
-def scan_image(path: Path) -> str | None:
-    """Cheap integrity check: header parse + end-of-image marker; full decode only for suspicious files."""
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return "empty file"
-        with Image.open(path) as im:
-            fmt = im.format
-        with open(path, "rb") as f:
-            f.seek(max(0, size - 64))
-            tail = f.read()
-        if (fmt == "JPEG" and b"\xff\xd9" not in tail) or (fmt == "PNG" and b"IEND" not in tail):
-            with Image.open(path) as im:
-                im.load()  # raises on real truncation; some valid files carry trailing bytes
-        return None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return f"{type(e).__name__}: {e}"
-
-
-def list_images(folder: Path) -> list[Path]:
-    """All images under ``folder`` (recursive, sorted); a missing or image-less class folder is a ConfigError."""
-    if not folder.is_dir():
-        raise ConfigError(f"class folder {folder} not found: create it with images or drop the class via data.classes")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
-    if not files:
-        raise ConfigError(
-            f"class folder {folder} has no images ({' '.join(IMG_EXTENSIONS)}):"
-            " add images or drop the class via data.classes"
-        )
-    return files
-
-
-class ImageFileDataset(Dataset):
-    def __init__(self, samples: list[tuple[Path, int]], transform: Any) -> None:
-        self.samples, self.transform = samples, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        path, label = self.samples[i]
-        return self.transform(load_rgb(path)), label
 
 
 class ImageFolderDataModule(BaseImageDataModule):
@@ -138,7 +71,8 @@ class ImageFolderDataModule(BaseImageDataModule):
         imagenette_size: str = "160px",
         name: str | None = None,
     ) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=seed,
+                         device_resident=device_resident)
         self.save_hyperparameters()
         self.layout = check_choice("layout", layout, LAYOUTS)
         self.name = name or layout
@@ -155,7 +89,6 @@ class ImageFolderDataModule(BaseImageDataModule):
         self.verify = check_flag("verify", verify)
         self.cache = check_flag("cache", cache)
         self.cache_dir_setting = cache_dir
-        self.device_resident_setting = check_flag("device_resident", device_resident, allow_auto=True)
         if self.device_resident_setting is True and not self.cache:
             raise ConfigError(
                 "data.device_resident=true needs data.cache=true for folder datasets: set data.cache=true"
@@ -176,7 +109,6 @@ class ImageFolderDataModule(BaseImageDataModule):
         self.samples: dict[str, list[tuple[Path, int]]] = {}
         self.cached: dict[str, tuple[Tensor, Tensor]] = {}
         self.cache_events: dict[str, str] = {}  # split -> "built" | "reused"
-        self._on_device: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
         self._scanned = False
 
     # -- locating the tree and its classes --
@@ -345,7 +277,7 @@ class ImageFolderDataModule(BaseImageDataModule):
         selection = hashlib.sha256(",".join(self.classes).encode()).hexdigest()[:8]
         for split, samples in self._index().items():
             files = [p for p, _ in samples]
-            arr, path, built = image_cache.load_or_build(
+            arr, _path, built = image_cache.load_or_build(
                 files,
                 self.root,
                 self.cache_dir(),
@@ -359,17 +291,11 @@ class ImageFolderDataModule(BaseImageDataModule):
         self._on_device.clear()
 
     # -- loaders --
-    def device_resident(self) -> bool:
-        """Cache copied to the accelerator: "auto" = when cached and under 25% of free CUDA memory."""
-        if not self.cache or self._device().type != "cuda":
-            return False
-        if self.device_resident_setting != "auto":
-            return bool(self.device_resident_setting)
-        nbytes = sum(x.numel() for x, _ in self.cached.values())
-        return nbytes <= 0.25 * torch.cuda.mem_get_info(self._device())[0]
+    def _split_tensors(self) -> dict[str, tuple[Tensor, Tensor]]:
+        return self.cached if self.cache else {}
 
-    def num_workers(self) -> int:
-        return 0 if self.cache else resolve_workers(self.num_workers_setting, min(8, cpu_count()))
+    def _uses_device_loader(self) -> bool:
+        return self.cache  # the cache is served by a DeviceLoader, on the accelerator or from host memory
 
     def transform(self, train: bool) -> v2.Compose:
         size = self.image_size
@@ -396,20 +322,12 @@ class ImageFolderDataModule(BaseImageDataModule):
         return self._device_loader(split, train, device, lambda: self.cached[split], mean=IMAGENET_MEAN,
                                    std=IMAGENET_STD, flip=True, crop=self.image_size)
 
-    def describe(self) -> dict[str, Any]:
-        """Flat record of what was loaded, for run records."""
-        self.prepare_data()
-        self.setup()
+    def _describe(self) -> dict[str, Any]:
         samples = self._index()
-        record: dict[str, Any] = {
-            "name": self.name,
+        return {
             "layout": self.layout,
             "root": str(self.root),
-            "num_classes": self.num_classes,
             "classes": ",".join(self.classes) if (self.class_subset or self.num_classes_subset) else "all",
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
-            "batch_size_per_device": self.batch_size,
             **{f"{s}_size": len(samples[self._split_for(s)]) for s in SPLITS},
             "test_source": "test" if "test" in samples else "val (no test/ split)",
             "val_is_test": "test" not in samples,
@@ -418,8 +336,4 @@ class ImageFolderDataModule(BaseImageDataModule):
             "cache_dir": str(self.cache_dir()) if self.cache else None,
             "cache_status": ",".join(f"{k}={v}" for k, v in self.cache_events.items()) if self.cache else None,
             "loader": "batched from cache" if self.cache else "DataLoader (PIL per image)",
-            "device_resident": self.device_resident(),
-            "num_workers": self.num_workers(),
-            "seed": self.seed,
         }
-        return record

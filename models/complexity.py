@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +24,14 @@ import torch
 from ptflops import get_model_complexity_info
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+GROUPS = ("stem", "stages", "head")  # stage1..N are summed into "stages" for share columns and figures
+
+
+def group_totals(per_part: Mapping[str, float]) -> dict[str, float]:
+    """{stem, stages, head} totals of a {part name: value} mapping (stage1..N summed)."""
+    return {g: sum(v for name, v in per_part.items() if (name.startswith("stage") if g == "stages" else name == g))
+            for g in GROUPS}
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,14 @@ class Complexity:
 
     def part(self, name: str) -> PartStats:
         return next(p for p in self.parts if p.name == name)
+
+    def groups(self, key: str) -> dict[str, float]:
+        """params or macs of stem / stages (all stages) / head."""
+        return group_totals({p.name: getattr(p, key) for p in self.parts})
+
+    def share(self, key: str, group: str) -> float:
+        total = getattr(self, key)
+        return self.groups(key)[group] / total if total else 0.0
 
     def summary(self) -> dict[str, Any]:
         """Flat keys for run records and dashboards: params, macs, flops, params/<part>, macs_share/<part>, ..."""
@@ -157,6 +174,6 @@ def profile(model: nn.Module, input_size: int | tuple[int, int], in_channels: in
     parts = []
     for name, module in _parts(model).items():
         own = [layer for layer in layers if layer.part == name]
-        parts.append(PartStats(name, sum(p.numel() for p in module.parameters()), sum(l.macs for l in own),
+        parts.append(PartStats(name, sum(p.numel() for p in module.parameters()), sum(layer.macs for layer in own),
                                part_out.get(name, 0)))
     return Complexity((h, w), total, trainable, torch_macs, bias_adds, parts, layers)

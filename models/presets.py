@@ -19,8 +19,9 @@ common CIFAR repos: conv with bias + BN, five 2x2 max-pools down to 1x1, one Lin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -55,7 +56,8 @@ def _presets() -> dict[str, Preset]:
     for d, depths in VGG_DEPTHS.items():
         for bn in (False, True):
             name = f"vgg{d}" + ("_bn" if bn else "")
-            out[name] = Preset(NetSpec(**_IMAGENET_VGG, depths=depths, batch_norm=bn), 224, f"torchvision.models.{name}")
+            spec = NetSpec(**_IMAGENET_VGG, depths=depths, batch_norm=bn)
+            out[name] = Preset(spec, 224, f"torchvision.models.{name}")
     for d, depths in RESNET_DEPTHS.items():
         block = "basic" if d < 50 else "bottleneck"
         out[f"resnet{d}"] = Preset(NetSpec(**_RESNET, block=block, depths=depths), 224, f"torchvision.models.resnet{d}")
@@ -96,7 +98,8 @@ def get_spec(name_or_spec: str | NetSpec | Mapping[str, Any], **overrides: Any) 
         base = knobs.pop("name", None)
         knobs.update(overrides)
         return (get_preset(base).spec if base else NetSpec()).replace(**knobs)
-    raise ConfigError(f"model must be a preset name, a NetSpec or a mapping of knobs, not {type(name_or_spec).__name__}")
+    raise ConfigError("model must be a preset name, a NetSpec or a mapping of knobs, not "
+                      f"{type(name_or_spec).__name__}")
 
 
 def build(name_or_spec: str | NetSpec | Mapping[str, Any], **overrides: Any) -> nn.Module:
@@ -105,9 +108,8 @@ def build(name_or_spec: str | NetSpec | Mapping[str, Any], **overrides: Any) -> 
 
 
 def preset_config(name: str) -> dict[str, Any]:
-    """The Hydra `model/<name>.yaml` content: the preset's name plus every knob, so `model.<knob>=...` overrides work."""
-    knobs = {k: list(v) if isinstance(v, tuple) else v for k, v in get_preset(name).spec.knobs().items()
-             if k not in ("depth", "width")}
+    """The Hydra `model/<name>.yaml` content: the preset's name plus every knob (`model.<knob>=...` overrides)."""
+    knobs = {k: v for k, v in get_preset(name).spec.config().items() if k not in ("depth", "width")}
     knobs["num_classes"] = None  # null: taken from the dataset at run time (set it to insist on a count)
     return {"name": name, **knobs}
 
@@ -122,7 +124,8 @@ def write_preset_configs(directory: str) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, preset in PRESETS.items():
-        header = (f"# Generated from models/presets.py (python -m models.presets {directory}); edit the preset, not this.\n"
+        header = (f"# Generated from models/presets.py (python -m models.presets {directory}); edit the preset, "
+                  "not this.\n"
                   f"# Designed input size: {preset.input_size}. Reference: {preset.reference}.\n")
         path = out / f"{name}.yaml"
         path.write_text(header + yaml.safe_dump(preset_config(name), sort_keys=False, default_flow_style=None))

@@ -6,16 +6,17 @@ VGG and ResNet are just values of these knobs (see `models.presets`); the ablati
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+import itertools
+from dataclasses import dataclass, fields
 from typing import Any
 
 from models.errors import ConfigError
 
-STEMS = ("vgg", "resnet", "cifar")  # vgg: none (full resolution); resnet: 7x7/2 conv + 3x3/2 max-pool; cifar: 3x3/1 conv
+STEMS = ("vgg", "resnet", "cifar")  # vgg: none (full resolution); resnet: 7x7/2 conv + 3x3/2 max-pool; cifar: 3x3 conv
 BLOCKS = ("plain", "basic", "bottleneck")  # plain = one VGG conv layer; basic/bottleneck = He et al.'s blocks
 SHORTCUTS = ("A", "B")  # A: zero-padded identity (no params); B: 1x1 projection when the shape changes
-DOWNSAMPLES = ("maxpool", "stride")  # maxpool: 2x2 pool after every stage (VGG); stride: first conv of stages 2.. (ResNet)
-HEADS = ("fc", "gap")  # fc: pool to head_pool^2, flatten, hidden Linear-ReLU-Dropout layers, Linear; gap: GAP + one Linear
+DOWNSAMPLES = ("maxpool", "stride")  # maxpool: 2x2 pool after each stage (VGG); stride: stages 2.. start strided
+HEADS = ("fc", "gap")  # fc: pool to head_pool^2, flatten, Linear-ReLU-Dropout layers, Linear; gap: GAP + one Linear
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class NetSpec:
             try:
                 object.__setattr__(self, name, tuple(int(v) for v in value))
             except (TypeError, ValueError):
-                raise ConfigError(f"model.{name}={value!r} is not a list of integers: write e.g. model.{name}=[2,2,2,2]")
+                raise ConfigError(f"model.{name}={value!r} is not a list of integers: write e.g. "
+                                  f"model.{name}=[2,2,2,2]") from None
         validate(self)
 
     @property
@@ -95,7 +97,11 @@ class NetSpec:
         out.update(depth=self.depth, width=self.widths[0])
         return out
 
-    def replace(self, **overrides: Any) -> "NetSpec":
+    def config(self) -> dict[str, Any]:
+        """`knobs()` with lists instead of tuples: what YAML, JSON, checkpoints and `model/<knob>` records hold."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.knobs().items()}
+
+    def replace(self, **overrides: Any) -> NetSpec:
         unknown = sorted(set(overrides) - set(knob_names()))
         if unknown:
             raise ConfigError(f"unknown model knob {unknown[0]!r}: valid knobs are {', '.join(knob_names())}")
@@ -147,7 +153,7 @@ def validate(spec: NetSpec) -> None:
     if spec.block != "plain" and spec.residual and spec.shortcut == "A":
         channels = [spec.stem_width if spec.stem != "vgg" else spec.in_channels]
         channels += [w * spec.expansion for w in spec.widths]
-        if any(b < a for a, b in zip(channels, channels[1:])):
+        if any(b < a for a, b in itertools.pairwise(channels)):
             raise ConfigError(
                 f"model.shortcut=A (zero-padded identity) cannot reduce channels {channels}: "
                 "use model.shortcut=B or non-decreasing model.widths"

@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import hydra._internal.utils as hydra_utils  # noqa: E402
-from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
+import hydra._internal.utils as hydra_utils
+from hydra.core.utils import JobReturn, JobStatus
 
-from models.errors import ConfigError  # noqa: E402  (cheap: the models package imports torch lazily)
+from models.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
 
@@ -71,7 +72,7 @@ def _yaml_message(ex: BaseException) -> str:
 def run_and_report(func: Callable[[], Any]) -> Any:
     try:
         return func()
-    except Exception as ex:  # noqa: BLE001 - the one place where errors become a message
+    except Exception as ex:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {' '.join(one_line(ex).split())}", file=sys.stderr)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import _cli  # noqa: F401  (repo on sys.path)
+import _cli
 
 from models.errors import ConfigError
 
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
-    from models.ablation import check_name, sweep_dir
-    from models.report import report
+    from models.analysis.ablation import check_name, sweep_dir
+    from models.analysis.report import report
 
     if not argv or argv[0].startswith("-"):
         print(__doc__, file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Training/inference speed through the project's full path vs a minimal PyTorch loop (see models/benchmark.py).
+"""Training/inference speed through the project's full path vs a minimal PyTorch loop (see models/bench/).
 
     python scripts/benchmark.py                                    # resnet20, CIFAR-10 (real copy if present), b128
     python scripts/benchmark.py --models resnet20 resnet56 --batch-sizes 64 128 --precisions 32-true bf16-mixed
@@ -21,7 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from models import benchmark as B  # noqa: E402
+from models.bench import doc as D
+from models.bench import speed as B
+from models.utils.system import machine, machine_line
 
 
 def flag(text: str) -> bool:
@@ -70,19 +72,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    cifar_root = Path(args.cifar_root).expanduser()
-    info_start = B.machine()
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr, table on stdout
-    log(B.machine_line(info_start))
-
+def plan(args: argparse.Namespace) -> tuple[list[B.Case], list[B.Case]]:
+    """The cases to measure first, and those measured after the epoch comparison (the readme suite's switches)."""
     cases = [B.Case(model=m, data=args.data, batch=b, image_size=args.image_size, precision=p, channels_last=cl,
                     compile=co, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
                     eval_batches=args.eval_batches)
@@ -100,41 +91,57 @@ def main(argv: list[str] | None = None) -> int:
         cases += [B.Case(model=m, data="folder", batch=b, image_size=224, steps=args.imagenet_steps,
                          repeats=args.imagenet_repeats, warmup=1, eval_batches=3)
                   for m, b in zip(("vgg16_cifar", "resnet18"), args.imagenet_batch)]
+    return cases, extra
 
-    rows: list[B.Row] = []
+
+def emit(args: argparse.Namespace, rows: list[B.SpeedResult], epochs: list[dict], info_start: dict,
+         final: bool) -> None:
+    """Write the outputs (after every case, so an interrupted run keeps what it measured)."""
+    info_end = machine()
+    if final:
+        print(machine_line(info_start) + f" (end: load {info_end['hardware/load_1min']})")
+        print(D.markdown_table(rows))
+        for e in epochs:
+            print(f"epoch: {e['loader']}: {e['epoch_time_s']:.1f} s for {e['images']:,} images "
+                  f"({e['train/images_per_s']:.1f} img/s after warm-up, data wait "
+                  f"{e['train/data_wait_frac']:.3f}); load {e['load_before']}->{e['load_after']}")
+        for t in D.targets(rows, epochs):
+            print(f"target: {t}")
+    if args.csv:
+        D.write_csv(rows, args.csv, info_start)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info_start, "machine_end": info_end,
+                                               "rows": [D.as_dict(r) for r in rows], "epoch_compare": epochs},
+                                              indent=1, default=str))
+    if args.readme:
+        D.write_report(args.readme, rows, epochs, info_start, info_end, " ".join(["python", *sys.argv]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cifar_root = Path(args.cifar_root).expanduser()
+    info_start = machine()
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)
+    log(machine_line(info_start))
+    cases, extra = plan(args)
+    rows: list[B.SpeedResult] = []
     epochs: list[dict] = []
-
-    def emit(final: bool) -> None:
-        """Write the outputs (after every case, so an interrupted run keeps what it measured)."""
-        info_end = B.machine()
-        if final:
-            print(B.machine_line(info_start) + f" (end: load {info_end['load_1min']})")
-            print(B.markdown_table(rows))
-            for e in epochs:
-                print(f"epoch: {e['loader']}: {e['epoch_time_s']:.1f} s for {e['images']:,} images "
-                      f"({e['train/images_per_s']:.1f} img/s after warm-up, data wait "
-                      f"{e['train/data_wait_frac']:.3f}); load {e['load_before']}->{e['load_after']}")
-            for t in B.targets(rows, epochs):
-                print(f"target: {t}")
-        if args.csv:
-            B.write_csv(rows, args.csv, info_start)
-        if args.json:
-            Path(args.json).write_text(json.dumps({"machine": info_start, "machine_end": info_end,
-                                                   "rows": [B.as_dict(r) for r in rows], "epoch_compare": epochs},
-                                                  indent=1, default=str))
-        if args.readme:
-            B.write_report(args.readme, rows, epochs, info_start, info_end, " ".join(["python", *sys.argv]))
-
     for c in cases:
         rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log, extra=args.override))
-        emit(False)
+        emit(args, rows, epochs, info_start, final=False)
     if args.epoch_compare:
         epochs += B.epoch_compare(cifar_root, workdir, logger=args.logger, log=log)
-        emit(False)
+        emit(args, rows, epochs, info_start, final=False)
     for c in extra:
         rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log, extra=args.override))
-        emit(False)
-    emit(True)
+        emit(args, rows, epochs, info_start, final=False)
+    emit(args, rows, epochs, info_start, final=True)
     return 0
 
 

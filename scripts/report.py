@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _cli  # noqa: F401  (repo on sys.path)
+import _cli
 
 from models.errors import ConfigError
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output directory (default: <runs dir>/report)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the wandb API instead")
     args = parser.parse_args(argv)
-    from models.report import report
+    from models.analysis.report import report
 
     try:
         table, paths = report(args.target, args.out, args.wandb)

@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # imported here, not at the top: a bad command line is reported before torch and Lightning load (~5 s)
-    from models.ablation import pin_local_gpu
-    from models.training import train
+    from models.analysis.ablation import pin_local_gpu
+    from models.train.run import train
 
     pin_local_gpu()  # hydra/launcher=local_gpus: one GPU per job; a no-op elsewhere. Before CUDA is touched.
     train(cfg)

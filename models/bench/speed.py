@@ -1,0 +1,301 @@
+"""Speed of the project's full training path vs a minimal hand-written PyTorch loop, in one process.
+
+For each case (preset x batch x precision x channels_last x compile):
+
+* **project**: `models.train.run.train(cfg)` exactly as `scripts/train.py` runs it: configs/train.yaml composed with
+  overrides, the real datamodule (device-resident), `Classifier`, the project's callbacks (RunMeter, checkpoints,
+  FiniteGuard, SIGTERM), a logger (csv by default), progress bar on, Lightning Trainer. `train()` is given a RunMeter
+  subclass that also keeps every step's timestamp (same hook, no extra work): the rate is taken over the same
+  post-warm-up steps RunMeter uses, split into `repeats` windows; the median window is reported.
+* **minimal** (`models.bench.minimal`): the same network, optimizer and batches in a hand-written loop.
+  Augmentation (crop/flip/normalise) is therefore paid on BOTH sides. Its windows run INSIDE the project
+  run, alternating with the project's windows (A B A B ..., from a benchmark-only hook at the window boundaries
+  whose time is excluded from every project measurement), so drift on a shared machine hits both sides alike.
+* **pipeline**: the DeviceLoader alone (images/s delivered, augmented and normalised).
+* **infer**: project = RunMeter's evaluation images/s over the test loops `train()` runs; minimal =
+  `inference_mode` forward over the same eval loader.
+
+MFU = 3 x forward FLOPs/image x training images/s / peak (RunMeter's peak: measured fp32 matmul on CPU, table on GPU).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.bench.minimal import Minimal, pipeline_rate
+from models.utils.hydra import compose
+from models.utils.system import load_average
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+COLUMNS = ["model", "data", "size", "batch", "precision", "channels_last", "compile", "img/s project",
+           "img/s minimal", "ratio", "MACs", "GFLOPs", "MFU", "infer img/s", "infer img/s minimal",
+           "pipeline img/s"]
+
+
+# ---------------------------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    model: str = "resnet20"
+    data: str = "cifar10"  # cifar10 (the real copy, else synthetic CIFAR-format files) | synthetic | digits | folder
+    batch: int = 128
+    image_size: int | None = None  # None: the dataset's default (32 for CIFAR, 224 for folder)
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+    steps: int = 5                 # steps per timed window
+    repeats: int = 3               # timed windows per side (median reported)
+    warmup: int = 3                # untimed steps first (compile, allocator, thread pools)
+    eval_batches: int = 4          # test batches per test loop (the first of each loop is untimed)
+
+
+@dataclass
+class SpeedResult:
+    """One benchmark case measured: project and minimal windows, rates, MACs, MFU and the load around it."""
+
+    case: Case
+    data_label: str = ""
+    size: int = 0
+    project: float = 0.0
+    minimal: float = 0.0
+    project_windows: list[float] = field(default_factory=list)
+    minimal_windows: list[float] = field(default_factory=list)
+    runmeter: float | None = None
+    pipeline: float = 0.0
+    infer_project: float | None = None
+    infer_minimal: float = 0.0
+    macs: int = 0
+    flops: int = 0
+    mfu: float | None = None
+    data_wait_frac: float | None = None
+    peak_flops: float | None = None
+    load_before: float = 0.0
+    load_after: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.project / self.minimal if self.minimal else float("nan")
+
+    @property
+    def paired_ratio(self) -> float:
+        """Median over window pairs (project window j, then minimal window j, back to back): robust to drift."""
+        pairs = [p / m for p, m in zip(self.project_windows, self.minimal_windows) if m]
+        return statistics.median(pairs) if pairs else float("nan")
+
+    def cells(self) -> dict[str, Any]:
+        c = self.case
+        return {"model": c.model, "data": self.data_label, "size": self.size, "batch": c.batch,
+                "precision": c.precision, "channels_last": c.channels_last, "compile": c.compile,
+                "img/s project": _r(self.project), "img/s minimal": _r(self.minimal),
+                "ratio": round(self.ratio, 3), "MACs": self.macs, "GFLOPs": round(self.flops / 1e9, 3),
+                "MFU": None if self.mfu is None else round(self.mfu, 4),
+                "infer img/s": None if self.infer_project is None else _r(self.infer_project),
+                "infer img/s minimal": _r(self.infer_minimal), "pipeline img/s": _r(self.pipeline)}
+
+
+def _r(x: float) -> float:
+    """1 decimal for big rates, 3 significant digits for slow ones (vgg16 at 224 on a CPU: ~0.5 img/s)."""
+    return round(x, 1) if abs(x) >= 10 else float(f"{x:.3g}")
+
+
+# ---------------------------------------------------------------------------------------------- data
+def synthetic_cifar(workdir: Path, n_train: int) -> Path:
+    """CIFAR-format pickles (real file format, generated pixels) for machines without the real copy."""
+    from data.synthetic import write_cifar
+
+    root = workdir / f"synthetic_cifar_{n_train}"
+    if not (root / "cifar-10-batches-py").is_dir():
+        write_cifar(root, n_train=n_train, n_test=max(200, n_train // 10))
+    return root
+
+
+def image_tree(workdir: Path, n_train: int, side: int = 256, classes: int = 10) -> Path:
+    """A small ImageFolder tree of real JPEG/PNG files (generated pixels, ImageNet-like sizes)."""
+    from data.synthetic import write_image_folder
+
+    per_class = max(1, -(-n_train // classes))
+    root = workdir / f"tree_{classes}x{per_class}_{side}px"
+    if not (root / "train").is_dir():
+        wnids = [f"n{i:08d}" for i in range(classes)]
+        write_image_folder(root, wnids, {"train": per_class, "val": 2}, size=(side + 20, side))
+    return root
+
+
+def data_overrides(case: Case, workdir: Path, cifar_root: Path | None) -> tuple[list[str], str]:
+    """Hydra overrides selecting the case's datamodule (device-resident), and a label for the table."""
+    need = case.batch * (case.warmup + case.steps * case.repeats + 2)  # all timed steps inside one epoch
+    if case.data == "folder":
+        size = case.image_size or 224
+        root = image_tree(workdir, need, side=int(size * 1.143) + 8)
+        return ["data=imagefolder", f"data.root={root}", "data.cache=true", f"data.cache_dir={workdir / 'cache'}",
+                "data.verify=false", f"data.image_size={size}"], "folder+cache"
+    if case.data == "digits":
+        return ["data=digits", f"data.image_size={case.image_size or 32}", "data.device_resident=true"], "digits"
+    label = "cifar10"
+    if case.data == "cifar10" and cifar_root is not None and (cifar_root / "cifar-10-batches-py").is_dir():
+        root = cifar_root
+    else:
+        root, label = synthetic_cifar(workdir, max(need + 500, 1000)), "synthetic-cifar"
+    return ["data=cifar10", f"data.root={root}", "data.verify=false", "data.device_resident=true",
+            f"data.image_size={case.image_size or 32}"] + (["data.val_size=500"] if label != "cifar10" else []), label
+
+
+# ---------------------------------------------------------------------------------------------- the project path
+def _recording_meter():
+    from models.train.callbacks import RunMeter
+
+    class RecordingMeter(RunMeter):
+        """RunMeter plus a log of (epoch, batch_idx, time, images) at every training batch end, and an optional
+        `between(j)` hook run at window boundaries (the minimal loop's windows, interleaved with the project's).
+        The hook's time is excluded from every measurement, RunMeter's included: `_last_end` restarts after it."""
+
+        last: RecordingMeter | None = None
+        between: Any = None
+        plan: tuple[int, int, int] = (0, 1, 0)  # warmup, steps per window, windows
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.ticks: list[tuple[int, int, float, int, float]] = []  # epoch, batch, end, images, restart
+            type(self).last = self
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            warmup, steps, windows = self.plan
+            done, end = len(self.ticks) + 1, self._last_end
+            if self.between is not None and done >= warmup and (done - warmup) % steps == 0 \
+                    and (done - warmup) // steps <= windows:
+                self.between((done - warmup) // steps)
+                self._last_end = self._sync(trainer)  # the next step is timed from here
+            self.ticks.append((trainer.current_epoch, batch_idx, end, int(batch[0].shape[0]), self._last_end))
+
+    return RecordingMeter
+
+
+def window_rates(ticks: list[tuple[int, int, float, int, float]], warmup: int, steps: int,
+                 windows: int | None = None) -> list[float]:
+    """images/s of window j = steps warmup+(j-1)*steps+1 .. warmup+j*steps (1-based). A step's time runs from the
+    previous step's end (or the end of the hook run after it) to its own; it counts only when both steps are
+    consecutive batches of one epoch (the first step of an epoch pays for validation, checkpoints and a new
+    iterator: excluded, as RunMeter does)."""
+    out = []
+    j = 1
+    while warmup + j * steps <= len(ticks) and (windows is None or j <= windows):
+        images = seconds = 0.0
+        for k in range(warmup + (j - 1) * steps + 1, warmup + j * steps + 1):  # 1-based step numbers
+            if k < 2:
+                continue
+            (e0, b0, _, _, t0), (e1, b1, t1, n1, _) = ticks[k - 2], ticks[k - 1]
+            if e0 == e1 and b1 == b0 + 1:
+                images, seconds = images + n1, seconds + (t1 - t0)
+        if seconds > 0:
+            out.append(images / seconds)
+        j += 1
+    return out
+
+
+def project_overrides(case: Case, data: list[str], run_dir: Path, logger: str, accelerator: str) -> list[str]:
+    total = case.warmup + case.steps * case.repeats + 1
+    trainer = "gpu" if accelerator == "gpu" else "cpu"
+    return [f"model={case.model}", *data, f"data.batch_size={case.batch}", f"trainer={trainer}",
+            f"trainer.precision={case.precision}", f"channels_last={str(case.channels_last).lower()}",
+            f"compile={str(case.compile).lower()}", f"logger={logger}", f"trainer.max_steps={total}",
+            "trainer.max_epochs=1", "trainer.limit_val_batches=0", f"trainer.limit_test_batches={case.eval_batches}",
+            "trainer.num_sanity_val_steps=0", f"measure.warmup_steps={case.warmup}",
+            "summary=false", f"run_dir={run_dir}"]
+
+
+def run_project(case: Case, overrides: list[str], between: Any = None) -> tuple[dict[str, Any], Any]:
+    from models.train.run import train
+
+    meter_cls = _recording_meter()
+    meter_cls.between = staticmethod(between) if between is not None else None
+    meter_cls.plan = (case.warmup, case.steps, case.repeats)
+    record = train(compose(overrides), overrides=overrides, meter_factory=meter_cls)
+    if record.get("status") != "finished":
+        raise RuntimeError(f"project run did not finish: {record.get('status')} {record.get('error', '')}")
+    return record, meter_cls.last
+
+
+# ---------------------------------------------------------------------------------------------- the minimal loop
+# ---------------------------------------------------------------------------------------------- one case
+def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR, logger: str = "csv",
+             log: Any = print, extra: list[str] | None = None) -> SpeedResult:
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    data, label = data_overrides(case, workdir, cifar_root)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{case.model}_", dir=workdir))
+    overrides = project_overrides(case, data, run_dir, logger, accelerator) + list(extra or [])
+    cfg = compose(overrides)
+    row = SpeedResult(case=case, data_label=label, load_before=round(load_average(), 2))
+
+    minimal = Minimal(cfg, case, device)
+    from models.complexity import profile
+
+    row.size = int(minimal.dm.image_size)
+    c = profile(minimal.net._orig_mod if hasattr(minimal.net, "_orig_mod") else minimal.net, row.size)
+    row.macs, row.flops = int(c.macs), int(c.flops)
+    row.pipeline = pipeline_rate(minimal.train_loader, 20, 5, device)
+
+    log(f"[{case.model} b{case.batch} {case.precision} cl={case.channels_last} compile={case.compile} {label}] "
+        f"project and minimal windows, interleaved ...")
+
+    def between(j: int) -> None:  # inside the project's fit, at its window boundaries: A B A B ...
+        with torch.inference_mode(False), torch.enable_grad():
+            if j == 0:
+                minimal.train_steps(case.warmup)
+            else:
+                row.minimal_windows.append(minimal.train_steps(case.steps))
+
+    record, meter = run_project(case, overrides, between)
+    while len(row.minimal_windows) < case.repeats:  # only if the project run stopped early
+        row.minimal_windows.append(minimal.train_steps(case.steps))
+    row.project_windows = window_rates(meter.ticks, case.warmup, case.steps, case.repeats)
+    if not row.project_windows:
+        raise RuntimeError(f"no complete timed window in the project run ({len(meter.ticks)} steps recorded)")
+    row.project = statistics.median(row.project_windows)
+    row.runmeter = record.get("train/images_per_s")
+    row.infer_project = record.get("eval/images_per_s")
+    row.data_wait_frac = record.get("train/data_wait_frac")
+    row.peak_flops = meter.peak
+    row.mfu = 3 * row.flops * row.project / meter.peak if meter.peak else None
+    row.minimal = statistics.median(row.minimal_windows)
+    row.infer_minimal = minimal.infer(max(2, case.eval_batches - 1))
+    row.load_after = round(load_average(), 2)
+    log(f"  project {row.project:,.1f} img/s (windows {[round(r, 1) for r in row.project_windows]}, RunMeter "
+        f"{row.runmeter or 0:,.1f}), minimal {row.minimal:,.1f} img/s (windows "
+        f"{[round(r, 1) for r in row.minimal_windows]}), ratio {row.ratio:.3f} (paired {row.paired_ratio:.3f}); "
+        f"load {row.load_before}->{row.load_after}")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- epoch comparison
+def epoch_compare(cifar_root: Path, workdir: Path, model: str = "resnet20", batch: int = 128,
+                  logger: str = "csv", log: Any = print) -> list[dict[str, Any]]:
+    """One full training epoch (45k images) through train(): device-resident vs the per-image DataLoader path."""
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    out = []
+    for resident in (True, False):
+        run_dir = Path(tempfile.mkdtemp(prefix=f"epoch_{'device' if resident else 'dataloader'}_", dir=workdir))
+        overrides = [f"model={model}", "data=cifar10", f"data.root={cifar_root}", "data.verify=false",
+                     f"data.batch_size={batch}", f"data.device_resident={str(resident).lower()}",
+                     f"trainer={'gpu' if accelerator == 'gpu' else 'cpu'}", "trainer.max_epochs=1",
+                     "trainer.limit_val_batches=0", "trainer.limit_test_batches=1", "checkpoint.every_n_steps=0",
+                     f"logger={logger}", "summary=false", f"run_dir={run_dir}"]
+        load0 = load_average()
+        log(f"epoch of {model} on {cifar_root}, {'device-resident' if resident else 'per-image DataLoader'} ...")
+        record, _ = run_project(Case(model=model, batch=batch), overrides)
+        row = {"loader": "DeviceLoader (device-resident, batched aug)" if resident else
+               f"torchvision DataLoader (per-image v2 transforms, {record.get('data/num_workers')} workers)",
+               "images": record.get("data/train_size"), "steps": record.get("steps"),
+               "epoch_time_s": record.get("epoch_time_s"), "train/images_per_s": record.get("train/images_per_s"),
+               "train/data_wait_frac": record.get("train/data_wait_frac"), "load_before": round(load0, 2),
+               "load_after": round(load_average(), 2)}
+        log(f"  {row}")
+        out.append(row)
+    return out

@@ -1,0 +1,127 @@
+"""The `build` stage of a run: datamodule, network spec, LightningModule, callbacks, loggers and Trainer from a
+composed config. Nothing here trains; bad input raises `ConfigError` before the Trainer exists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from data import build_datamodule
+from models.complexity import Complexity, profile
+from models.errors import ConfigError
+from models.network import Net
+from models.presets import get_spec
+from models.spec import NetSpec
+from models.train.callbacks import FiniteGuard, RunMeter, SaveOnSigterm
+from models.train.checkpoints import AtomicCheckpointIO
+from models.train.config import TrainerSettings, check_resume
+from models.train.loggers import build_loggers
+from models.train.module import Classifier
+
+CKPT_DIR = "checkpoints"
+MeterFactory = Callable[..., RunMeter]  # called like RunMeter(flops_per_image, **cfg.measure)
+
+
+@dataclass
+class Built:
+    """Everything one run trains with."""
+
+    dm: pl.LightningDataModule
+    name: str
+    spec: NetSpec
+    complexity: Complexity
+    module: Classifier
+    trainer: pl.Trainer
+    meter: RunMeter
+    best: ModelCheckpoint
+    sigterm: SaveOnSigterm
+    last: Path
+    resume: Path | None
+    loggers: list[Any] = field(default_factory=list)
+    channels_last: bool = False
+
+
+def build_spec(model_cfg: DictConfig, dm: pl.LightningDataModule) -> tuple[str, NetSpec]:
+    """The preset name and spec of `model.*`, classes and channels taken from the data, input size checked."""
+    knobs = OmegaConf.to_container(model_cfg, resolve=True)
+    assert isinstance(knobs, dict)
+    name = knobs.get("name")
+    requested = knobs.pop("num_classes", None)
+    data_name = getattr(dm, "name", type(dm).__name__)
+    if requested is not None and requested != dm.num_classes:
+        raise ConfigError(f"model.num_classes={requested} but data={data_name} has {dm.num_classes} classes: drop the "
+                          "override or pick another dataset")
+    knobs["in_channels"] = int(getattr(dm, "in_channels", knobs.get("in_channels", 3)))
+    spec = get_spec(knobs, num_classes=int(dm.num_classes))
+    spec.check_input_size(int(dm.image_size))
+    return str(name or "custom"), spec
+
+
+def load_data(cfg: DictConfig) -> pl.LightningDataModule:
+    """The datamodule, with its data read now, before the Trainer exists: a missing or corrupt dataset is then a
+    one-line error (not a failure inside fit). Under DDP the launched ranks find it already prepared by rank 0."""
+    dm = build_datamodule(cfg.data)
+    if rank_zero_only.rank == 0:
+        dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter) -> tuple[list[pl.Callback], ModelCheckpoint,
+                                                                               SaveOnSigterm]:
+    ckpt_cfg = cfg.get("checkpoint") or {}
+    every = int(ckpt_cfg.get("every_n_steps") or 0)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=str(ckpt_cfg.get("monitor", "val/acc")),
+                           mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
+                           auto_insert_metric_name=False)
+    callbacks: list[pl.Callback] = [FiniteGuard(every), best]
+    if every > 0:  # a second writer of last.ckpt, every N optimizer steps
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
+                                         enable_version_counter=False))
+    sigterm = SaveOnSigterm(str(ckpt_dir / "last.ckpt"))
+    return [*callbacks, meter, sigterm], best, sigterm
+
+
+def build_trainer(settings: TrainerSettings, run_dir: Path, loggers: list[Any],
+                  callbacks: list[pl.Callback]) -> pl.Trainer:
+    try:
+        return pl.Trainer(**settings.trainer_kwargs(), logger=loggers or False, callbacks=callbacks,
+                          default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+    except (ValueError, TypeError, RuntimeError) as e:  # MisconfigurationException is a ValueError
+        raise ConfigError(f"trainer: {' '.join(str(e).split())[:300]} (check the trainer.* overrides)") from None
+
+
+def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory: MeterFactory | None = None) -> Built:
+    """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys."""
+    dm = load_data(cfg)
+    name, spec = build_spec(cfg.model, dm)
+    net = Net(spec)
+    complexity = profile(net, int(dm.image_size), spec.in_channels)
+    record.update({"model": name, **{f"model/{k}": v for k, v in spec.config().items()},
+                   "data": str(getattr(dm, "name", cfg.data._target_)), "data/name": getattr(dm, "name", None),
+                   "data/image_size": int(dm.image_size), "data/batch_size": int(dm.batch_size),
+                   "data/num_classes": int(dm.num_classes), **complexity.summary()})
+    settings = TrainerSettings.from_cfg(cfg)
+    channels_last = settings.on_cuda if cfg.get("channels_last") is None else bool(cfg.channels_last)
+    module = Classifier(net, spec.num_classes, optim=OmegaConf.to_container(cfg.optim, resolve=True),
+                        sched=OmegaConf.to_container(cfg.sched, resolve=True),
+                        label_smoothing=float(cfg.get("label_smoothing", 0.0)), channels_last=channels_last,
+                        compile=bool(cfg.get("compile", False)), model_knobs=spec.config())
+    last = run_dir / CKPT_DIR / "last.ckpt"
+    resume = last if last.exists() else None
+    if resume:
+        check_resume(resume, spec.config())
+    meter = (meter_factory or RunMeter)(complexity.flops, **OmegaConf.to_container(cfg.get("measure") or {},
+                                                                                    resolve=True))
+    callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter)
+    loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record)
+    trainer = build_trainer(settings, run_dir, loggers, callbacks)
+    return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,
+                 channels_last)

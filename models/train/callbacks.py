@@ -1,0 +1,221 @@
+"""Measurement built into every run, and the SIGTERM checkpoint.
+
+`RunMeter`: training and evaluation images/s after warm-up, the share of training time spent waiting for data,
+epoch time, peak memory and model FLOP utilisation:
+
+    MFU = 3 x forward FLOPs/image x training images/s  /  (device peak FLOP/s x devices)
+
+3x: the backward pass costs about twice the forward. The peak comes from Lightning's table of dense GPU peaks for
+the run's precision, or on CPU from a short measured torch.mm ceiling (the same cores every process shares, so it
+is not multiplied by the number of CPU "devices").
+
+Timing is host wall-clock between Lightning's batch hooks: "data wait" = batch_end -> next batch_start (fetching
+and host-to-device), "compute" = batch_start -> batch_end. On CUDA kernels run asynchronously, so the split is
+indicative; the images/s figures synchronise the device at the ends of each measured window and are exact.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from models.utils.system import device_name
+
+_CPU_PEAK: dict[int, float] = {}  # threads -> measured FLOP/s, once per process
+
+
+def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
+    """Best fp32 torch.mm FLOP/s over a few repeats with the current thread count (cached)."""
+    threads = torch.get_num_threads()
+    if threads not in _CPU_PEAK:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)  # warm-up (thread pool, allocator)
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+        _CPU_PEAK[threads] = 2 * n**3 / best
+    return _CPU_PEAK[threads]
+
+
+def device_peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]:
+    """(peak FLOP/s of one device, where the number comes from)."""
+    if device.type == "cuda":
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
+        flops = get_available_flops(device, dtype)
+        return (float(flops), f"table:{device_name(device)}:{dtype}") if flops else (None, "unknown")
+    return cpu_matmul_peak(), f"measured:cpu_mm_fp32x{torch.get_num_threads()}threads"
+
+
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    """(MB, kind): CUDA max_memory_allocated of the device, or this process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "cpu_peak_rss"
+
+
+def _batch_size(batch: Any) -> int:
+    x = batch[0] if isinstance(batch, (list, tuple)) else batch
+    return int(x.shape[0])
+
+
+class _Window:
+    """Accumulates images and seconds over the counted (post-warm-up) steps."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self.wait = 0.0
+
+    def rate(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 else None
+
+
+class RunMeter(Callback):
+    def __init__(self, flops_per_image: float, warmup_steps: int = 5, eval_warmup_steps: int = 1) -> None:
+        self.flops_per_image = float(flops_per_image)
+        self.warmup_steps, self.eval_warmup_steps = warmup_steps, eval_warmup_steps
+        self.train, self.eval = _Window(), _Window()
+        self.epoch_times: list[float] = []
+        self._steps_seen = 0
+        self._last_end: float | None = None
+        self._start: float | None = None
+        self._epoch_start = 0.0
+        self._eval_last: float | None = None
+        self._eval_batches = 0
+        self.peak: float | None = None
+        self.peak_source = ""
+
+    def _sync(self, trainer: pl.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    # ------------------------------------------------------------------ training
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.peak, self.peak_source = device_peak_flops(device, str(trainer.precision))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._last_end = None  # the first step of an epoch pays for a new iterator: never counted
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # The divergence check already syncs the device once per step, so syncing here costs nothing extra.
+        now = self._sync(trainer)
+        self._steps_seen += 1
+        if self._steps_seen > self.warmup_steps and self._last_end is not None and self._start is not None:
+            self.train.images += _batch_size(batch) * trainer.world_size
+            self.train.seconds += now - self._last_end
+            self.train.wait += self._start - self._last_end
+        self._last_end = now
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning 2.x runs validation before this hook: epoch time includes it.
+        self.epoch_times.append(time.perf_counter() - self._epoch_start)
+        metrics = {f"perf/{k.replace('/', '_')}": v for k, v in self.summary(trainer).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics["perf/epoch_time_s"] = self.epoch_times[-1]  # this epoch's, not the mean
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    # ------------------------------------------------------------------ evaluation (validation and test)
+    def _eval_start(self, *_: Any) -> None:
+        self._eval_last, self._eval_batches = None, 0
+
+    def _eval_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                        batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking:
+            return
+        self._eval_batches += 1
+        if self._eval_batches < self.eval_warmup_steps:
+            return
+        now = self._sync(trainer)
+        if self._eval_last is not None:
+            self.eval.images += _batch_size(batch) * trainer.world_size
+            self.eval.seconds += now - self._eval_last
+        self._eval_last = now
+
+    on_validation_epoch_start = on_test_epoch_start = _eval_start
+    on_validation_batch_end = on_test_batch_end = _eval_batch_end
+
+    # ------------------------------------------------------------------ results
+    def summary(self, trainer: pl.Trainer) -> dict[str, Any]:
+        train_rate = self.train.rate()
+        mem, kind = peak_memory(trainer.strategy.root_device)
+        devices = 1 if trainer.strategy.root_device.type == "cpu" else trainer.world_size
+        mfu = (3 * self.flops_per_image * train_rate / (self.peak * devices)
+               if train_rate and self.peak else None)
+        return {
+            "train/images_per_s": train_rate,
+            "eval/images_per_s": self.eval.rate(),
+            "train/data_wait_frac": self.train.wait / self.train.seconds if self.train.seconds else None,
+            "epoch_time_s": sum(self.epoch_times) / len(self.epoch_times) if self.epoch_times else None,
+            "peak_memory_mb": mem,
+            "peak_memory_kind": kind,
+            "mfu": mfu,
+            "peak_flops": self.peak,
+            "peak_flops_source": self.peak_source,
+            "measured_train_steps": max(0, self._steps_seen - self.warmup_steps),
+        }
+
+
+class SaveOnSigterm(Callback):
+    """Plain SIGTERM (SLURM's preemption notice, `kill`, k8s): Lightning stops after the current batch by raising
+    SIGTERMException; we write a resumable last.ckpt before it unwinds. Re-running the command resumes there."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.saved = False
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            self.saved = True
+
+
+class FiniteGuard(Callback):
+    """Before any checkpoint is written (Lightning runs ModelCheckpoint callbacks after all others), check that every
+    weight and buffer is finite: the loss can stay finite while e.g. a BN running variance overflows. All ranks
+    decide together, so a DDP job stops as one instead of hanging on a rank that quit."""
+
+    def __init__(self, every_n_steps: int = 0) -> None:
+        self.every_n_steps = every_n_steps
+
+    def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        bad = next((name for name, t in [*pl_module.named_parameters(), *pl_module.named_buffers()]
+                    if t.is_floating_point() and not torch.isfinite(t).all()), None)
+        if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            from models.train.records import Diverged
+
+            raise Diverged(trainer.global_step, f"non-finite {bad or 'tensor on another rank'}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._check(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer, pl_module)

@@ -1,0 +1,112 @@
+"""What a run may be started with: its run directory, validated Trainer settings, and a checkpoint it may resume.
+
+Everything here raises `ConfigError` (one line naming the key and the fix) before any training starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from models.errors import ConfigError
+from models.train.checkpoints import load_checkpoint
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """`run_dir` if set, else Hydra's output dir; created, and checked to be writable."""
+    if cfg.get("run_dir"):
+        run_dir = Path(str(cfg.run_dir)).expanduser()
+    else:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            raise ConfigError("run_dir is not set: pass run_dir=<dir> (or run through scripts/train.py, which uses "
+                              "hydra.run.dir)")
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = run_dir.resolve()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run directory {run_dir} is not writable ({e.strerror}): set hydra.run.dir to a writable "
+                          "path") from None
+    return run_dir
+
+
+def hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def check_devices(accelerator: str, devices: Any) -> None:
+    """Lightning happily starts 64 CPU 'devices' (processes) on a 2-core box; refuse more than there are."""
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices == -1:
+        return
+    if devices < 1:
+        raise ConfigError(f"trainer.devices={devices} must be >= 1 (or -1 / auto for all)")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if on_gpu else (os.cpu_count() or 1)
+    kind = "GPUs" if on_gpu else "CPUs"
+    if devices > available:
+        raise ConfigError(f"trainer.devices={devices} but this machine has {available} {kind}: use "
+                          f"trainer.devices<={available}" + ("" if on_gpu else " (or trainer=gpu on a GPU box)"))
+
+
+@dataclass
+class TrainerSettings:
+    """`trainer.*` (Lightning Trainer keyword arguments, 1:1), validated; DDP gets the collective timeout."""
+
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    ddp_timeout_s: float = 1800.0
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> TrainerSettings:
+        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+        assert isinstance(kwargs, dict)
+        for key in ("max_epochs", "max_steps"):
+            value = kwargs.get(key)
+            if value is not None and value != -1 and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"trainer.{key}={value!r} must be a positive integer (or -1 / null for no limit)")
+        timeout = cfg.get("ddp_timeout_s") or 1800
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            raise ConfigError(f"ddp_timeout_s={timeout!r} must be a positive number of seconds")
+        settings = cls(kwargs, float(timeout))
+        check_devices(settings.accelerator, kwargs.get("devices", "auto"))
+        return settings
+
+    @property
+    def accelerator(self) -> str:
+        return str(self.kwargs.get("accelerator", "auto"))
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and torch.cuda.is_available())
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.kwargs)
+        if kwargs.get("strategy") == "ddp":  # the same strategy, with our collective timeout
+            from lightning.pytorch.strategies import DDPStrategy
+
+            kwargs["strategy"] = DDPStrategy(timeout=timedelta(seconds=self.ddp_timeout_s))
+        return kwargs
+
+
+def check_resume(ckpt: Path, knobs: dict[str, Any]) -> None:
+    """The checkpoint must load (weights_only) and come from the same architecture."""
+    saved = load_checkpoint(ckpt, mmap=True).get("hyper_parameters", {}).get("model", {})
+    for key in sorted((set(saved) | set(knobs)) - {"depth", "width"}):  # real knobs, not the derived ones
+        old, new = saved.get(key), knobs.get(key)
+        if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+            old, new = list(old), list(new)
+        if old != new:
+            raise ConfigError(f"model.{key}={new!r} but checkpoint {ckpt} was trained with model.{key}={old!r}: "
+                              "use the same model to resume, or a new hydra.run.dir for a new run")

@@ -1,0 +1,88 @@
+"""Metric loggers of a run (`logger=wandb|csv|none`): built from the config, started with the run's flat config
+and per-layer table, finished with its record. wandb runs offline unless the user chose online."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from models.complexity import Complexity
+
+WANDB_ID_FILE = "wandb_id.txt"
+
+
+def wandb_mode(offline: bool | None) -> str:
+    """Offline unless the user chose online (WANDB_MODE in the environment or logger.wandb.offline=false)."""
+    if offline is not None:
+        return "offline" if offline else "online"
+    env = os.environ.get("WANDB_MODE", "").lower()
+    return env if env in ("online", "offline", "disabled") else "offline"
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """The run's wandb id, kept in the run dir: a resumed run continues the same wandb run."""
+    id_file = run_dir / WANDB_ID_FILE
+    if not id_file.exists():
+        alphabet = string.ascii_lowercase + string.digits  # wandb's own id alphabet and length
+        id_file.write_text("".join(secrets.choice(alphabet) for _ in range(8)))
+    return id_file.read_text().strip()
+
+
+def _wandb(cfg: DictConfig, lcfg: dict[str, Any], run_dir: Path, run_name: str, record: dict[str, Any]) -> Any:
+    group = cfg.get("ablation") or cfg.experiment
+    tags = sorted({str(t) for t in [cfg.experiment, *(cfg.get("tags") or []), record["model"], record["data"],
+                                    *([cfg.ablation] if cfg.get("ablation") else [])]})
+    # `mode` instead of Lightning's `offline`, which would set WANDB_MODE for the rest of the process.
+    mode = wandb_mode(lcfg.pop("offline", None))
+    return hydra.utils.instantiate(lcfg, offline=False, mode=mode, save_dir=str(run_dir), id=_wandb_id(run_dir),
+                                   name=run_name, group=str(group), tags=tags[:64], resume="allow")
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, record: dict[str, Any]) -> list[Any]:
+    loggers: list[Any] = []
+    for key, lcfg in (cfg.get("logger") or {}).items():
+        lcfg = OmegaConf.to_container(lcfg, resolve=True)
+        target = str(lcfg.get("_target_", ""))
+        if target.endswith("WandbLogger"):
+            loggers.append(_wandb(cfg, lcfg, run_dir, run_name, record))
+        elif target.endswith("CSVLogger"):
+            loggers.append(hydra.utils.instantiate(lcfg, save_dir=str(run_dir), name=key, version=""))
+        elif target:
+            loggers.append(hydra.utils.instantiate(lcfg))
+    return loggers
+
+
+def _wandb_runs(loggers: list[Any], started_only: bool = False) -> list[Any]:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)
+            and (not started_only or lg._experiment is not None)]
+
+
+def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexity) -> None:
+    """Flat config keys (model knobs, params, MACs, hardware), the per-layer table, val/acc summarised as max."""
+    for run in _wandb_runs(loggers):
+        import wandb
+
+        run.define_metric("val/acc", summary="max")
+        run.define_metric("val/acc_best", summary="max")
+        run.config.update(config, allow_val_change=True)
+        run.summary.update({k: v for k, v in config.items() if k in ("params", "macs", "flops", "trainable_params")})
+        columns = ["name", "kind", "part", "params", "macs", "activations", "output_shape"]
+        rows = [[layer.name, layer.kind, layer.part, layer.params, layer.macs, layer.activations,
+                 "x".join(map(str, layer.output_shape))] for layer in complexity.layers]
+        run.log({"complexity/layers": wandb.Table(columns=columns, data=rows)})
+
+
+def wandb_finish(loggers: list[Any], record: dict[str, Any]) -> None:
+    for run in _wandb_runs(loggers, started_only=True):
+        # val/* stay as logged: define_metric keeps val/acc's max there, the record has the last value
+        run.summary.update({k: v for k, v in record.items() if v is not None and not k.startswith("val/")
+                            and isinstance(v, (int, float, str, bool))})
+        run.finish(exit_code=0 if record.get("status") in ("finished", "running") else 1)

@@ -1,0 +1,165 @@
+"""`train(cfg)`: one whole run, from a composed Hydra config to `<run dir>/results.json`.
+
+The run reads as its stages: stop if already done -> build (datamodule, spec, module, callbacks, loggers, trainer;
+`models.train.build`) -> begin (record `running`, config, wandb) -> fit (resuming from last.ckpt if present) -> test on
+best.ckpt (`test/*`) and on last.ckpt (`test_last/*`) -> write the record (atomically, rank 0 only).
+
+Re-running in the same run dir: `finished`/`diverged` runs are returned as recorded; `running`/`failed` ones resume.
+SIGTERM writes a resumable checkpoint and exits 143; a NaN/inf loss ends the run as `diverged`.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from models.errors import ConfigError
+from models.train.build import Built, MeterFactory, build
+from models.train.config import hydra_overrides, resolve_run_dir
+from models.train.console import print_summary
+from models.train.loggers import wandb_finish, wandb_start
+from models.train.records import DONE, RESULTS, Diverged, atomic_write_json, read_results
+from models.utils.system import machine
+
+EXIT_SIGTERM = 143  # what SLURM and shells expect from a job that stopped on SIGTERM; the run stays resumable
+
+
+class RunRecord:
+    """The results.json of one run as it is being written: its keys, its timer, and who may write it."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+        self.cfg, self.dir, self.t0 = cfg, run_dir, time.perf_counter()
+        self.is_zero = rank_zero_only.rank == 0  # DDP ranks > 0 never write the record
+        self.data: dict[str, Any] = {
+            "status": "running", "run_dir": str(run_dir), "experiment": str(cfg.experiment),
+            "ablation": cfg.get("ablation"), "tags": list(cfg.get("tags") or []), "seed": int(cfg.seed),
+            "overrides": overrides}
+
+    def write(self) -> None:
+        if self.is_zero and self.dir.exists():
+            atomic_write_json(self.dir / RESULTS, self.data)
+
+    def stop_clock(self) -> None:
+        self.data["wall_time_s"] = time.perf_counter() - self.t0
+
+
+def begin(run: RunRecord, parts: Built) -> None:
+    """Record the run as `running` (with where and how it runs), save its config, start the wandb run."""
+    trainer, cfg = parts.trainer, run.cfg
+    run.is_zero = trainer.is_global_zero
+    run.data.update(machine(trainer.strategy.root_device, trainer.world_size))
+    run.data.update({"precision": str(trainer.precision), "channels_last": parts.channels_last,
+                     "compile": bool(cfg.get("compile", False)),
+                     "resumed_from": str(parts.resume) if parts.resume else None})
+    if not run.is_zero:
+        return
+    for tmp in run.dir.glob("**/.*.tmp"):  # leftovers of a write killed mid-way (the target is intact)
+        tmp.unlink(missing_ok=True)
+    OmegaConf.save(cfg, run.dir / "config.yaml", resolve=True)
+    run.write()
+    wandb_start(parts.loggers, {**run.data, "optim": OmegaConf.to_container(cfg.optim, resolve=True),
+                                "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity)
+
+
+def fit(run: RunRecord, parts: Built) -> None:
+    """trainer.fit, resuming from last.ckpt when there is one; divergence and SIGTERM are outcomes, not errors."""
+    trainer = parts.trainer
+    try:
+        trainer.fit(parts.module, datamodule=parts.dm, ckpt_path=str(parts.resume) if parts.resume else None,
+                    weights_only=True)
+    except Diverged as e:
+        run.data.update(status="diverged", diverged_at_step=e.step, error=str(e))
+    except SIGTERMException:
+        run.data.update(status="running", interrupted="SIGTERM", interrupted_at_step=trainer.global_step,
+                        resume_from=str(parts.last) if parts.sigterm.saved else None)
+    run.data.update(epochs=trainer.current_epoch, steps=trainer.global_step, **parts.meter.summary(trainer))
+    val = {k: trainer.callback_metrics.get(k) for k in ("val/acc", "val/acc_top5", "val/loss", "val/acc_best")}
+    run.data.update({k: float(v) for k, v in val.items() if v is not None})
+
+
+def test(run: RunRecord, parts: Built) -> None:
+    """Test the best and the last checkpoint; the run is `finished` after this."""
+    trainer, module = parts.trainer, parts.module
+    trainer.save_checkpoint(parts.last, weights_only=False)  # final weights even when max_steps stopped mid-epoch
+    best = parts.best.best_model_path or str(parts.last)
+    for prefix, path in (("test", best), ("test_last", str(parts.last))):
+        module.test_prefix = prefix
+        out = trainer.test(module, datamodule=parts.dm, ckpt_path=path, weights_only=True, verbose=False)
+        run.data.update({k: float(v) for k, v in (out[0] if out else {}).items()})
+    run.data["best_checkpoint"] = best
+    run.data.update({k: v for k, v in parts.meter.summary(trainer).items() if k == "eval/images_per_s"})
+    run.data["status"] = "finished"
+    run.data.update({f"data/{k}": v for k, v in parts.dm.describe().items()
+                     if isinstance(v, (int, float, str, bool)) and f"data/{k}" not in run.data})
+
+
+def fail(run: RunRecord, error: BaseException, parts: Built | None) -> None:
+    """Record the failure (one line) and stop every rank process this one started."""
+    if parts is not None:
+        _stop_launched_ranks(parts.trainer)
+    message = str(error) if isinstance(error, ConfigError) else " ".join(f"{type(error).__name__}: {error}".split())
+    run.data.update(status="failed", error=message[:500])
+    run.stop_clock()
+    run.write()
+    wandb_finish(parts.loggers if parts else [], run.data)
+
+
+def done(run_dir: Path, previous: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
+    print(f"{run_dir}: already {previous['status']} (results.json); not training again. "
+          "Use a new hydra.run.dir for a new run.", flush=True)
+    if cfg.get("summary", True):
+        print_summary(previous)
+    return previous
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None, meter_factory: MeterFactory | None = None
+          ) -> dict[str, Any]:
+    """One run; returns its record. `meter_factory` replaces RunMeter (the benchmark passes a recording one)."""
+    run_dir = resolve_run_dir(cfg)
+    previous = read_results(run_dir)
+    if previous and previous.get("status") in DONE:
+        return done(run_dir, previous, cfg)
+    run = RunRecord(cfg, run_dir, hydra_overrides() if overrides is None else list(overrides))
+    parts: Built | None = None
+    try:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        parts = build(cfg, run_dir, run.data, meter_factory)
+        begin(run, parts)
+        fit(run, parts)
+        if run.data["status"] == "running" and "interrupted" not in run.data:
+            test(run, parts)
+    except BaseException as e:
+        fail(run, e, parts)
+        raise
+    return finish(run, parts)
+
+
+def finish(run: RunRecord, parts: Built) -> dict[str, Any]:
+    run.stop_clock()
+    run.write()
+    if run.is_zero:
+        wandb_finish(parts.loggers, run.data)
+    if run.data["status"] == "running":  # SIGTERM: the job (and a sweep) stops with the conventional 128 + 15
+        print(f"interrupted by SIGTERM at step {parts.trainer.global_step}; checkpoint {parts.last} saved. Re-run the "
+              "same command (same hydra.run.dir) to resume.", flush=True)
+        raise SystemExit(EXIT_SIGTERM)
+    if run.is_zero and run.cfg.get("summary", True):
+        print_summary(run.data)
+    return run.data
+
+
+def _stop_launched_ranks(trainer: pl.Trainer | None) -> None:
+    """Rank 0 failing (e.g. a collective timed out on a hung rank): SIGKILL the rank processes it started, so that
+    none is left behind, stopped or blocked. A no-op on other ranks and without DDP."""
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if isinstance(launcher, _SubprocessScriptLauncher) and getattr(launcher, "procs", None):
+        launcher.kill(signal.SIGKILL)

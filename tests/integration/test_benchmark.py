@@ -1,0 +1,64 @@
+"""scripts/benchmark.py: tiny settings, real paths (CLI + CSV on synthetic CIFAR files; the cached image-folder path
+in process), and the window arithmetic that turns step timestamps into images/s."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.runs import REPO
+from models.bench import doc as D
+from models.bench import speed as B
+
+
+def test_window_rates_split_windows_and_skip_epoch_boundaries() -> None:
+    # (epoch, batch_idx, end, images, restart): 1 s per step, 10 images each
+    ticks = [(0, i, float(i), 10, float(i)) for i in range(9)]
+    assert B.window_rates(ticks, warmup=2, steps=3) == [10.0, 10.0]  # steps 3-5 and 6-8
+    # a hook ran for 100 s after step 5: its time is not the project's
+    ticks = [(e, b, t + (100 if i >= 5 else 0), n, r + (100 if i >= 4 else 0))
+             for i, (e, b, t, n, r) in enumerate(ticks)]
+    assert B.window_rates(ticks, warmup=2, steps=3) == [10.0, 10.0]
+    # a new epoch starts at step 7 (batch_idx resets): that step is dropped from its window
+    ticks = [(0 if i < 6 else 1, i if i < 6 else i - 6, float(i) * (50 if i == 6 else 1), 10, float(i))
+             for i in range(9)]
+    assert B.window_rates(ticks, warmup=2, steps=3)[1] == pytest.approx(10.0)
+
+
+def test_cli_smoke_table_and_csv(tmp_path: Path) -> None:
+    out_csv = tmp_path / "bench.csv"
+    cmd = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--data", "synthetic", "--batch-sizes", "16",
+           "--image-size", "16", "--steps", "2", "--repeats", "2", "--warmup", "1", "--eval-batches", "2",
+           "--logger", "none", "--workdir", str(tmp_path / "work"), "--csv", str(out_csv),
+           "--readme", str(tmp_path / "bench.md")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| model"))
+    assert [c.strip() for c in header.strip("|").split("|")] == B.COLUMNS
+    assert "CPU " in proc.stdout and "intra-op threads" in proc.stdout and "load average" in proc.stdout
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["model"] == "resnet20" and row["data"] == "synthetic-cifar" and row["batch"] == "16"
+    for key in ("img/s project", "img/s minimal", "ratio", "MACs", "GFLOPs", "MFU", "infer img/s",
+                "infer img/s minimal", "pipeline img/s"):
+        assert float(row[key]) > 0, key
+    assert 0 < float(row["MFU"]) <= 1
+    assert int(row["MACs"]) == D.profile_macs("resnet20", 16)
+    md = (tmp_path / "bench.md").read_text()
+    assert "<!-- benchmark:begin -->" in md and "| resnet20 | synthetic-cifar |" in md
+
+
+def test_folder_cache_path_in_process(tmp_path: Path) -> None:
+    """The ImageNet path (ImageFolderDataModule, cache=true) at a small size, through run_case."""
+    case = B.Case(model="resnet20", data="folder", batch=8, image_size=32, steps=2, repeats=2, warmup=1,
+                  eval_batches=2)
+    row = B.run_case(case, tmp_path, cifar_root=None, logger="none", log=lambda *a: None)
+    assert row.data_label == "folder+cache" and row.size == 32
+    assert row.project > 0 and row.minimal > 0 and row.pipeline > 0 and len(row.project_windows) == 2
+    assert list((tmp_path / "cache").glob("*.npy"))  # the memmap cache was built

@@ -1,0 +1,121 @@
+"""End-to-end runs on the built-in digits: results.json, divergence, and bad input through scripts/train.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+from helpers.runs import FAST_TRAIN, compose_train
+from models.complexity import profile
+from models.errors import ConfigError
+from models.train.records import read_results
+from models.train.run import train
+
+KEYS = [
+    "status", "run_dir", "experiment", "tags", "seed", "model", "model/stem", "model/block", "model/residual",
+    "model/head", "model/depths", "model/widths", "model/depth", "model/width", "model/num_classes", "data",
+    "data/name", "data/image_size", "data/batch_size", "data/train_size", "data/val_size", "data/test_size",
+    "params", "trainable_params", "macs", "flops", "params/head", "params_share/head", "macs/stage1",
+    "macs_share/stem", "val/acc_best", "val/acc", "test/acc", "test/acc_top5", "test/loss", "test_last/acc",
+    "test_last/acc_top5", "train/images_per_s", "eval/images_per_s", "train/data_wait_frac", "peak_memory_mb",
+    "peak_memory_kind", "mfu", "epochs", "steps", "epoch_time_s", "wall_time_s", "hardware/device",
+    "hardware/num_devices", "software/torch", "software/cuda", "software/lightning", "precision", "channels_last",
+    "compile", "overrides",
+]
+
+
+def test_results_json(finished_wandb_run: dict) -> None:
+    run_dir: Path = finished_wandb_run["run_dir"]
+    r = json.loads((run_dir / "results.json").read_text())
+    assert r == read_results(run_dir)
+    missing = [k for k in KEYS if k not in r]
+    assert not missing, missing
+    assert r["status"] == "finished" and r["run_dir"] == str(run_dir.resolve())
+    assert r["experiment"] == "digits_quick" and "demo" in r["tags"] and r["seed"] == 0
+    assert r["model"] == "resnet20" and r["model/depth"] == 20 and r["model/width"] == 16
+    assert r["model/depths"] == [3, 3, 3] and r["model/num_classes"] == 10
+    assert r["data"] == "digits" and r["data/image_size"] == 8 and r["data/batch_size"] == 32
+    # params / MACs are exactly profile() of the same network at the run's input size
+    expected = profile(models.build("resnet20", num_classes=10), 8).summary()
+    assert {k: r[k] for k in expected} == pytest.approx(expected)
+    assert r["epochs"] == 2 and r["steps"] == 8  # 2 epochs x limit_train_batches=4
+    for key in ("val/acc", "val/acc_best", "test/acc", "test/acc_top5", "test_last/acc", "test_last/acc_top5"):
+        assert 0.0 <= r[key] <= 1.0, key
+    assert r["val/acc_best"] >= r["val/acc"] - 1e-9 and r["test/acc_top5"] >= r["test/acc"]
+    assert math.isfinite(r["test/loss"]) and r["test/loss"] > 0
+    assert r["train/images_per_s"] > 0 and r["eval/images_per_s"] > 0
+    assert 0 <= r["train/data_wait_frac"] < 1 and 0 < r["mfu"] < 1
+    assert r["peak_memory_mb"] > 10 and r["peak_memory_kind"] == "cpu_peak_rss"
+    assert r["epoch_time_s"] > 0 and r["wall_time_s"] >= r["epoch_time_s"]
+    assert r["hardware/num_devices"] == 1 and r["software/torch"] == torch.__version__
+    assert r["precision"] == "32-true" and r["channels_last"] is False and r["compile"] is False
+    assert "data.image_size=8" in r["overrides"]
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert Path(r["best_checkpoint"]).is_file()
+    text = (run_dir / "results.json").read_text() + (run_dir / "config.yaml").read_text()
+    assert "api_key" not in text.lower()
+
+
+def test_divergence_is_recorded_with_its_step(tmp_path: Path) -> None:
+    overrides = [*FAST_TRAIN, "logger=csv", f"run_dir={tmp_path}", "optim.lr=1e6", "sched.name=constant",
+                 "sched.warmup_steps=0", "trainer.max_epochs=3"]
+    r = train(compose_train(overrides), overrides=overrides)
+    assert r["status"] == "diverged" and isinstance(r["diverged_at_step"], int)
+    assert 0 <= r["diverged_at_step"] < 12 and r["steps"] == r["diverged_at_step"]
+    assert "test/acc" not in r and read_results(tmp_path)["status"] == "diverged"
+    for ckpt in (tmp_path / "checkpoints").glob("*.ckpt"):  # whatever was saved before is finite
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    again = train(compose_train(overrides), overrides=overrides)  # a diverged run is a result, not retried
+    assert again == read_results(tmp_path)
+
+
+def test_num_classes_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.num_classes=100 but data=digits has 10 classes"):
+        train(compose_train([*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", "model.num_classes=100"]))
+    assert read_results(tmp_path)["status"] == "failed"
+
+
+def test_input_too_small_for_the_model(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.image_size>=32"):
+        train(compose_train([*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", "model=vgg11_cifar"]))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.block=wide", "model.block"), ("optim.lr=-1", "optim.lr"), ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ("data.batch_size=0", "data.batch_size"), ("sched.name=linear", "sched.name"),
+    ("trainer.devices=64", "trainer"),
+])
+def test_bad_values_raise_config_error(tmp_path: Path, override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train(compose_train([*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", override]))
+    assert read_results(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["model=nope"], "model=nope"),                                # Hydra: unknown config group option
+    (["model.depthz=3"], "depthz"),                                # Hydra: unknown key
+    (["model.num_classes=100"], "model.num_classes=100"),          # ours: ConfigError
+    (["data=cifar10", "data.root=/nonexistent/cifar"], "data.root"),  # the data package's ConfigError
+])
+def test_bad_input_one_line_exit_2(train_script, tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = train_script([*args, f"hydra.run.dir={tmp_path / 'run'}", "logger=none"], timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    record = read_results(tmp_path / "run")
+    assert record is None or record["status"] == "failed"
+
+
+def test_channels_last_and_bf16_switches(tmp_path: Path) -> None:
+    overrides = [*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", "channels_last=true",
+                 "trainer.precision=bf16-mixed", "trainer.max_epochs=1"]
+    r = train(compose_train(overrides), overrides=overrides)
+    assert r["status"] == "finished" and r["channels_last"] is True and r["precision"] == "bf16-mixed"
+    assert math.isfinite(r["test/loss"]) and r["mfu"] > 0

@@ -1,0 +1,60 @@
+"""What the offline wandb run wrote, read back with wandb's own reader (`wandb leet inspect`), no mocks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import models
+from models.complexity import profile
+from models.train.loggers import wandb_mode
+
+WANDB = Path(sys.executable).with_name("wandb")
+
+
+def inspect_run(run_dir: Path) -> dict:
+    (path,) = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    out = subprocess.run([str(WANDB), "leet", "inspect", "--summary", "--json", str(path)], capture_output=True,
+                         text=True, timeout=120, check=True)
+    return json.loads(out.stdout)
+
+
+def test_offline_run_contents(finished_wandb_run: dict) -> None:
+    run_dir: Path = finished_wandb_run["run_dir"]
+    record = finished_wandb_run["record"]
+    run = inspect_run(run_dir)
+    summary, config = run["summary"], run["config"]
+    assert run["state"] == "finished" and run["exit_code"] == 0
+    assert run["run_id"] == (run_dir / "wandb_id.txt").read_text().strip()
+    assert run["project"] == "vgg-vs-resnet" and "digits_quick" in run["tags"] and "resnet20" in run["tags"]
+    # params / MACs / accuracy side by side in the summary
+    assert summary["params"] == record["params"] == 269722
+    assert summary["macs"] == record["macs"] and summary["flops"] == 2 * record["macs"]
+    assert summary["test/acc"] == pytest.approx(record["test/acc"])
+    assert summary["test_last/acc"] == pytest.approx(record["test_last/acc"])
+    assert summary["val/acc"] == {"max": pytest.approx(record["val/acc_best"])}  # define_metric(summary="max")
+    assert summary["train/images_per_s"] == pytest.approx(record["train/images_per_s"])
+    # model knobs as flat config keys, plus params/MACs and the experiment
+    for knob in ("stem", "block", "residual", "shortcut", "head", "depth", "width", "widths", "depths"):
+        assert config[f"model/{knob}"] == record[f"model/{knob}"], knob
+    assert config["params"] == record["params"] and config["macs"] == record["macs"]
+    assert config["experiment"] == "digits_quick" and config["model"] == "resnet20"
+    # the per-layer breakdown as a wandb.Table
+    table = summary["complexity/layers"]
+    assert table["_type"] == "table-file" and table["ncols"] == 7
+    assert table["nrows"] == len(profile(models.build("resnet20", num_classes=10), 8).layers)
+    assert "api_key" not in json.dumps(run).lower()
+
+
+def test_offline_unless_online_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode(None) == "offline"
+    assert wandb_mode(False) == "online" and wandb_mode(True) == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert wandb_mode(None) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode(None) == "disabled"

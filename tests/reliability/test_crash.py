@@ -1,0 +1,91 @@
+"""Crash safety (issue 6, item 1): kill a real training run (scripts/train.py) at named points — SIGTERM mid-epoch,
+SIGKILL mid-epoch, SIGKILL during validation, SIGKILL while a checkpoint is being written — re-run the same command
+after each, and check the final weights, optimizer state and metrics are IDENTICAL to an uninterrupted run
+(trainer.deterministic=true, CPU).
+
+The kill points are deterministic (`helpers.kills`); the re-runs are the plain command.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.kills import STEPS, train
+from models.train.checkpoints import load_checkpoint
+from models.train.records import read_results
+
+METRICS = ("val/acc", "val/loss", "val/acc_top5", "val/acc_best", "test/acc", "test/loss", "test/acc_top5",
+           "test_last/acc", "test_last/loss", "test_last/acc_top5", "steps", "epochs", "status")
+
+
+def _same_tensors(a: object, b: object, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            _same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_tensors(x, y, f"{where}[{i}]")
+
+
+@pytest.mark.slow
+def test_kills_at_named_points_then_rerun_is_identical_to_uninterrupted(tmp_path: Path) -> None:
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    ref = train(ref_dir, tmp_path)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    fired = tmp_path / "fired"
+    last = run_dir / "checkpoints" / "last.ckpt"
+
+    # 1. SIGTERM (SLURM's preemption notice) mid-epoch: a resumable checkpoint, no traceback, exit status 143
+    p = train(run_dir, tmp_path, "train_step:3", "SIGTERM")
+    assert fired.exists() and p.returncode == 143, p.stderr[-3000:]  # 128 + SIGTERM: the job stopped, resumable
+    assert "Traceback" not in p.stderr and "interrupted by SIGTERM" in p.stdout
+    r = read_results(run_dir)
+    assert r["status"] == "running" and r["interrupted"] == "SIGTERM" and r["interrupted_at_step"] == 4
+    assert load_checkpoint(last)["global_step"] == 4  # step 3 finished, then the signal was honoured
+
+    # 2. SIGKILL mid-epoch (epoch 1, third batch): last.ckpt is the mid-epoch one of step 6
+    p = train(run_dir, tmp_path, "train_step:7")
+    assert fired.exists() and p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    assert read_results(run_dir)["status"] == "running"
+    assert load_checkpoint(last)["global_step"] == 6
+
+    # 3. SIGKILL during epoch 1's validation: last.ckpt is the one written after step 10 (end of the epoch's batches)
+    p = train(run_dir, tmp_path, "validation:1")
+    assert fired.read_text() == "validation epoch 1 at step 10" and p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    assert load_checkpoint(last)["global_step"] == 10
+
+    # 4. SIGKILL while the re-run writes its first checkpoint: the temp file is left, the old file is intact
+    p = train(run_dir, tmp_path, "ckpt_write:1")
+    assert fired.read_text().startswith("checkpoint write") and p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    assert list((run_dir / "checkpoints").glob(".*.ckpt.*.tmp")), "the kill did not land mid-write"
+    assert load_checkpoint(last)["global_step"] == 10  # the previous good file
+    assert read_results(run_dir)["status"] == "running"
+
+    # 5. the same command, no hook: resumes and finishes
+    p = train(run_dir, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {last}" in p.stderr
+    assert not list(run_dir.rglob("*.tmp"))  # leftovers of the killed write are cleaned up
+
+    a, b = read_results(ref_dir), read_results(run_dir)
+    assert b["status"] == "finished" and b["steps"] == STEPS and b["resumed_from"] == str(last)
+    assert {k: a.get(k) for k in METRICS} == {k: b.get(k) for k in METRICS}
+    # val/acc_best survives the restarts: the max over all epochs, including those validated before a kill
+    with open(ref_dir / "csv" / "metrics.csv") as f:
+        val_acc = [float(row["val/acc"]) for row in csv.DictReader(f) if row.get("val/acc")]
+    assert len(val_acc) == 3 and b["val/acc_best"] == max(val_acc)
+    for name in ("last.ckpt", "best.ckpt"):
+        ca, cb = (load_checkpoint(d / "checkpoints" / name) for d in (ref_dir, run_dir))
+        assert ca["global_step"] == cb["global_step"] and ca["epoch"] == cb["epoch"]
+        _same_tensors(ca["state_dict"], cb["state_dict"], f"{name}:state_dict")
+        _same_tensors(ca["optimizer_states"], cb["optimizer_states"], f"{name}:optimizer_states")
+        assert ca["lr_schedulers"] == cb["lr_schedulers"]

@@ -1,0 +1,130 @@
+"""Interruption and resume: SIGTERM mid-run -> resumable last.ckpt; re-running the same command resumes (same
+wandb run id, global step continues); a finished run is not retrained; corrupt or mismatched checkpoints are
+clean errors; a SIGKILL while a checkpoint is being written leaves the previous good file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.runs import FAST_TRAIN, REPO, compose_train
+from models.errors import ConfigError
+from models.train.checkpoints import load_checkpoint
+from models.train.records import read_results
+from models.train.run import train
+
+WANDB = Path(sys.executable).with_name("wandb")
+
+
+def _history_steps(wandb_file: Path) -> list[int]:
+    out = subprocess.run([str(WANDB), "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    records = [json.loads(line) for line in out.splitlines() if '"history"' in line]
+    return [r["history"]["item"]["trainer/global_step"] for r in records
+            if "train/loss_step" in r["history"]["item"]]  # training-step rows
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_then_not_retrained(train_script, wandb_env: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # 32x32 so that steps take long enough to interrupt; last.ckpt every 2 steps; 3 epochs x 6 steps = 18 steps
+    args = [*FAST_TRAIN, "data.image_size=32", "trainer.limit_train_batches=6", "trainer.max_epochs=3",
+            "checkpoint.every_n_steps=2", "logger=wandb", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    assert read_results(run_dir)["status"] == "running"  # written at fit start
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]  # stopped by SIGTERM (a sweep stops too), resumable
+    assert "Traceback" not in err and "interrupted by SIGTERM" in out
+    first = read_results(run_dir)
+    assert first["status"] == "running" and first["interrupted"] == "SIGTERM"
+    stopped = first["interrupted_at_step"]
+    assert 0 < stopped < 18
+    assert load_checkpoint(last)["global_step"] == stopped  # the resumable checkpoint is the interrupted state
+
+    # a different model cannot resume this run (checked before anything is trained)
+    with pytest.raises(ConfigError, match=r"model\.depths=\[5, 5, 5\] but checkpoint .*last\.ckpt"):
+        train(compose_train([*args[:-1], "model=resnet32", f"run_dir={run_dir}"]))
+
+    # the same command again: resumes from last.ckpt and finishes
+    again = train_script(args, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Restoring states from the checkpoint path at {last}" in again.stderr
+    r = read_results(run_dir)
+    assert r["status"] == "finished" and r["resumed_from"] == str(last) and r["steps"] == 18 and r["epochs"] == 3
+    wandb_files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    assert len(wandb_files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in wandb_files)
+    steps = _history_steps(wandb_files[1])
+    assert steps and min(steps) >= stopped  # the global step continues where it stopped
+
+    # and once more: a finished run is reported, not retrained
+    third = train_script(args, timeout=120)
+    assert third.returncode == 0 and "already finished" in third.stdout
+    assert read_results(run_dir) == r
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2
+
+
+def test_corrupt_checkpoint_is_a_clean_error(tmp_path: Path) -> None:
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    with pytest.raises(ConfigError, match=rf"checkpoint {last} is corrupt or truncated"):
+        train(compose_train([*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}"]))
+    assert read_results(tmp_path)["status"] == "failed"
+
+
+def test_truncated_real_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "full.ckpt"
+    torch.save({"state_dict": {"w": torch.randn(256, 256)}, "hyper_parameters": {"model": {}}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path: Path) -> None:
+    """weights_only semantics: a pickle that would construct arbitrary objects is not executed."""
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "obj": Path("/etc")}, path)
+    with pytest.raises(ConfigError, match="weights_only"):
+        load_checkpoint(path)
+
+
+_WRITER = """
+import sys, torch
+from models.train.checkpoints import AtomicCheckpointIO
+io, path, i = AtomicCheckpointIO(), sys.argv[1], 0
+while True:
+    i += 1
+    io.save_checkpoint({"state_dict": {"w": torch.full((2048, 2048), float(i))}, "i": i}, path)
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_during_checkpoint_writes_leaves_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "1"  # at least one complete write
+    for _ in range(3):  # let it be in the middle of further 16 MB writes
+        proc.stdout.readline()
+    time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=30)
+    ckpt = load_checkpoint(path)
+    assert ckpt["i"] >= 1 and torch.equal(ckpt["state_dict"]["w"], torch.full((2048, 2048), float(ckpt["i"])))

@@ -1,0 +1,109 @@
+"""Named ablation grids and launcher configs: composition (Hydra compose API), job counts, run-directory names."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from models.analysis.ablation import ablation_config, grid, job_identity, list_ablations, noise_keys, parse_overrides
+from models.errors import ConfigError
+from models.presets import get_spec
+
+# Jobs per grid (configurations x seeds), as the issue defines them.
+EXPECTED_JOBS = {
+    "residual_vs_plain": 8 * 3, "residual_vs_plain_tiny": 6 * 2,
+    "seed_question": 7 * 3, "seed_question_tiny": 7,
+    "head_fc_vs_gap": 4 * 3, "head_fc_vs_gap_tiny": 4,
+    "head_fc_vs_gap_224": 4 * 3, "head_fc_vs_gap_224_tiny": 4,
+    "stem": 4 * 3, "stem_tiny": 4,
+    "factorial": 8 * 3, "factorial_tiny": 8,
+}
+
+
+def test_every_ablation_is_listed_with_a_tiny_version() -> None:
+    names = list_ablations()
+    assert sorted(names) == sorted(EXPECTED_JOBS)
+    assert all(f"{n}_tiny" in names for n in names if not n.endswith("_tiny"))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_JOBS))
+def test_grid_size_and_sweep_dir(name: str) -> None:
+    jobs = grid(name)
+    assert len(jobs) == EXPECTED_JOBS[name]
+    assert len({tuple(sorted(job)) for job in jobs}) == len(jobs)  # no job twice
+    cfg = ablation_config(name)
+    assert cfg.hydra.sweep.dir == f"runs/ablation/{name}"
+    assert {parse_overrides(j)["seed"] for j in jobs} == ({"0", "1", "2"} if not name.endswith("_tiny") else
+                                                          {"0", "1"} if name == "residual_vs_plain_tiny" else {"0"})
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(EXPECTED_JOBS) if n.endswith("_tiny")])
+def test_tiny_jobs_compose_to_buildable_models_on_digits(name: str) -> None:
+    """Every configuration of a tiny grid composes and its network fits the tiny input size (no training here)."""
+    configurations = {tuple(sorted(job_identity(job, drop_seed=True).items())): job for job in grid(name)}
+    for job in configurations.values():
+        cfg = ablation_config(name, job)
+        assert cfg.data._target_.endswith("DigitsDataModule") and "CSVLogger" in cfg.logger.csv._target_
+        knobs = OmegaConf.to_container(cfg.model)
+        knobs["num_classes"] = 10
+        get_spec(knobs).check_input_size(int(cfg.data.image_size))
+
+
+def test_variants_and_full_grids_choose_what_they_say() -> None:
+    models = {}
+    for job in grid("seed_question"):
+        cfg = ablation_config("seed_question", job)
+        models[parse_overrides(job)["ablation/variant"]] = (cfg.model.name, cfg.model.head, cfg.model.stem)
+    assert models == {"vgg16": ("vgg16", "fc", "vgg"), "vgg19": ("vgg19", "fc", "vgg"),
+                      "resnet18": ("resnet18", "gap", "resnet"), "resnet34": ("resnet34", "gap", "resnet"),
+                      "vgg16_gap": ("vgg16", "gap", "vgg"), "resnet34_fc": ("resnet34", "fc", "resnet"),
+                      "vgg16_resnet_stem": ("vgg16", "fc", "resnet")}
+    cfg = ablation_config("seed_question", grid("seed_question")[0])
+    assert cfg.data.name == "imagefolder" and cfg.data.image_size == 224
+    cfg = ablation_config("residual_vs_plain", ["model=plain56", "seed=2"])
+    assert cfg.data.name == "cifar10" and cfg.model.residual is False and cfg.trainer.max_steps == 64000
+
+
+def test_command_line_overrides_replace_grid_values() -> None:
+    jobs = grid("residual_vs_plain_tiny", ["seed=0", "model=plain20,resnet20", "trainer.max_epochs=1",
+                                           "hydra.sweep.dir=/x"])
+    assert sorted(parse_overrides(j)["model"] for j in jobs) == ["plain20", "resnet20"]
+    assert all(parse_overrides(j)["trainer.max_epochs"] == "1" for j in jobs)
+
+
+def test_noise_keys_do_not_identify_a_job() -> None:
+    assert {"logger", "data.root", "ablation"} <= set(noise_keys()) and "ablation/variant" not in noise_keys()
+    assert job_identity(["model=plain20", "seed=1", "+ablation=x", "logger=csv", "data.root=/d"]) == \
+        {"model": "plain20", "seed": "1"}
+    assert job_identity(["model=plain20", "seed=1"], drop_seed=True) == {"model": "plain20"}
+
+
+def test_unknown_ablation_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="residual_vs_plain_tiny"):
+        ablation_config("no_such_ablation")
+
+
+@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local_gpus", "LocalLauncher")])
+def test_submitit_launcher_configs_compose(launcher: str, target: str) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the optional `slurm` extra
+    cfg = ablation_config("residual_vs_plain", [f"hydra/launcher={launcher}", "hydra.launcher.timeout_min=30"])
+    conf = cfg.hydra.launcher
+    assert conf._target_.endswith(target) and get_class(conf._target_).__name__ == target
+    assert conf.timeout_min == 30 and conf.gpus_per_node == 1 and conf.tasks_per_node == 1
+    assert "???" not in OmegaConf.to_yaml(conf)  # every field has a usable default
+    if launcher == "slurm":
+        assert conf.partition is None and conf.max_num_timeout > 0  # resubmitted jobs resume from last.ckpt
+
+
+def test_local_gpus_pins_one_gpu_per_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.analysis.ablation import pin_local_gpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert pin_local_gpu(4) is None  # not under submitit's local executor: untouched
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    assert pin_local_gpu(4) == "1" and os.environ["CUDA_VISIBLE_DEVICES"] == "1"  # job 4 of 3 GPUs
+    assert pin_local_gpu(0) is None  # one GPU left visible: nothing more to pin

@@ -1,0 +1,117 @@
+"""Complexity accounting: three independent counts agree, the breakdown adds up, the model is left untouched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from helpers.runs import REPO
+from models.analysis.compare import compare, write_outputs
+from models.analysis.tables import complexity_markdown
+from models.complexity import count_params, profile
+
+
+def test_parts_and_layers_add_up() -> None:
+    c = profile(models.build("resnet18"), 224)
+    assert [p.name for p in c.parts] == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
+    assert sum(p.params for p in c.parts) == c.params
+    assert sum(p.macs for p in c.parts) == c.macs == sum(layer.macs for layer in c.layers)
+    assert c.part("stem").activations == 64 * 56 * 56  # after the stride-2 conv and the max-pool
+    assert c.part("stage4").activations == 512 * 7 * 7
+    assert c.part("head").activations == 1000
+    conv1 = next(layer for layer in c.layers if layer.name == "stem.conv")
+    assert conv1.macs == 64 * 112 * 112 * 3 * 7 * 7 and conv1.output_shape == (64, 112, 112)
+
+
+def test_summary_keys_and_units() -> None:
+    s = profile(models.build("resnet20"), 32).summary()
+    assert s["flops"] == 2 * s["macs"] == 2 * 40_551_040
+    assert s["params/head"] == 650 and s["macs/head"] == 640
+    assert abs(sum(v for k, v in s.items() if k.startswith("params_share/")) - 1) < 1e-9
+    assert s["bias_adds"] == 10  # the Linear's bias; convs carry none
+
+
+def test_counting_leaves_the_model_untouched() -> None:
+    net = models.build("resnet20").train()
+    hooks = lambda m: sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.modules())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    profile(net, 32)
+    assert net.training and all(m.training for m in net.modules())
+    assert hooks(net) == 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_trainable_params_respect_requires_grad() -> None:
+    net = models.build("resnet20")
+    for p in net.stem.parameters():
+        p.requires_grad_(False)
+    total, trainable = count_params(net)
+    assert total - trainable == 16 * 3 * 9 + 32
+    assert profile(net, 32).trainable_params == trainable
+
+
+def test_disagreeing_counters_fail_loudly() -> None:
+    """An op that only one counter sees (a grouped einsum ptflops counts as bmm, the per-layer sum does not)."""
+
+    class Sneaky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :4] @ self.w
+
+    with pytest.raises(RuntimeError, match="MAC counts disagree"):
+        profile(Sneaky(), 8)
+
+
+def test_compare_and_outputs(tmp_path: Path) -> None:
+    rows = compare(["resnet20", {"label": "r20 fc", "name": "resnet20", "head": "fc"}])
+    assert rows[0].complexity.input_size == (32, 32) and rows[0].knobs["num_classes"] == 10
+    assert rows[1].complexity.params == 269_722 - 650 + 64 * 512 + 512 + 512 * 512 + 512 + 5130
+    md = complexity_markdown(rows)
+    assert "| resnet20 | 20 | 32 | 269,722 | 40,551,040 |" in md and "FLOPs = 2 x MACs" in md
+    paths = write_outputs(rows, tmp_path)
+    png = paths[-1].read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "macs_share/head" in paths[1].read_text().splitlines()[0]
+
+
+def _script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "complexity.py"), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+
+
+def test_complexity_script_seed_comparison(tmp_path: Path) -> None:
+    out = _script(f"out={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    assert "| vgg16 | 16 | 224 | 138,357,544 | 15,470,264,320 |" in out.stdout
+    assert "0.0% / 10.6% / 89.4%" in out.stdout  # VGG-16's head holds 89.4% of its parameters
+    assert "| vgg16 + GAP head | 14 | 224 | 15,227,688 |" in out.stdout
+    assert {p.name for p in tmp_path.iterdir()} == {f"complexity.{e}" for e in ("json", "csv", "md", "png")}
+
+
+def test_readme_table_is_the_generated_one() -> None:
+    """The README's complexity table is pasted from the script's output, not typed."""
+    out = _script()
+    readme = (REPO / "README.md").read_text()
+    table = out.stdout.split("\n\n")[0].strip()
+    assert table in readme
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model=resnet99"], "model=resnet99 is not a known option: choose one of"),
+    (["model=vgg16", "model.stemm=vgg"], "unknown model knob 'stemm'"),
+    (["model=vgg16", "model.head=mlp"], "model.head='mlp' is not valid"),
+    (["model=resnet18", "input_size=16"], "too small"),
+])
+def test_complexity_script_bad_input_is_one_line(args: list[str], message: str) -> None:
+    out = _script(*args)
+    assert out.returncode == 2
+    assert out.stdout == "" and out.stderr.count("\n") == 1 and message in out.stderr

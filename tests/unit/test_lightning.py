@@ -1,0 +1,139 @@
+"""The LightningModule: loss goes down, top-k metrics, LR schedules, weight-decay groups, option checks."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import models
+from models.errors import ConfigError
+from models.train.module import Classifier, _accuracy
+from models.train.optim import LRSchedule, OptimConfig, param_groups
+
+
+def _tiny_digits(n: int = 32) -> TensorDataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images[:n], dtype=torch.float32).div(16).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    return TensorDataset(x, torch.tensor(d.target[:n]))
+
+
+def test_loss_decreases_on_a_tiny_batch() -> None:
+    pl.seed_everything(0, verbose=False)
+    net = models.build("resnet20", num_classes=10)
+    module = Classifier(net, 10, optim={"name": "sgd", "lr": 0.05}, sched={"name": "constant"})
+    loader = DataLoader(_tiny_digits(), batch_size=32)
+    x, y = next(iter(loader))
+    module.eval()
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(module(x), y).item()
+    module.train()
+    trainer = pl.Trainer(accelerator="cpu", max_steps=25, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=loader)
+    module.eval()
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(module(x), y).item()
+    assert after < 0.5 * before, (before, after)
+    assert trainer.global_step == 25
+
+
+def test_top1_and_top5_accuracy() -> None:
+    logits = torch.tensor([[9.0, 8, 7, 6, 5, 4, 0, 0, 0, 0],     # label 4: 5th best -> top-5 only
+                           [0.0, 0, 0, 0, 0, 0, 0, 0, 0, 9],     # label 9: top-1
+                           [9.0, 8, 7, 6, 5, 4, 3, 2, 1, 0]])    # label 9: neither
+    y = torch.tensor([4, 9, 9])
+    assert _accuracy(10, 1)(logits, y).item() == pytest.approx(1 / 3)
+    assert _accuracy(10, 5)(logits, y).item() == pytest.approx(2 / 3)
+    assert _accuracy(3, 5).top_k == 3  # top-5 on fewer than 5 classes is capped, not an error
+
+
+def test_multistep_he_et_al_fractions_of_64k() -> None:
+    s = LRSchedule(name="multistep", total_steps=64000, milestones=[0.5, 0.75], gamma=0.1)
+    assert s.milestone_steps() == [32000, 48000]
+    assert [s(0), s(31999), s(32000), s(47999), s(48000), s(63999)] == pytest.approx([1, 1, .1, .1, .01, .01])
+
+
+def test_warmup_then_cosine() -> None:
+    s = LRSchedule(name="cosine", total_steps=110, warmup_steps=10, min_lr_ratio=0.0)
+    assert s(0) == pytest.approx(0.1) and s(4) == pytest.approx(0.5) and s(9) == pytest.approx(1.0)
+    assert s(10) == pytest.approx(1.0)
+    assert s(60) == pytest.approx(0.5)  # half way through the cosine part
+    assert s(110) == pytest.approx(0.0, abs=1e-12)
+    w = LRSchedule(name="multistep", total_steps=100, warmup_steps=4)
+    assert [w(0), w(3), w(49), w(50), w(75)] == pytest.approx([0.25, 1.0, 1.0, 0.1, 0.01])
+
+
+def test_onecycle() -> None:
+    s = LRSchedule(name="onecycle", total_steps=100, pct_start=0.3, div_factor=25, final_div_factor=1e4)
+    assert s(0) == pytest.approx(1 / 25)
+    assert s(30) == pytest.approx(1.0)
+    assert s(100) == pytest.approx(1 / 25 / 1e4)
+    assert all(s(i) <= s(i + 1) for i in range(30)) and all(s(i) >= s(i + 1) for i in range(30, 100))
+
+
+def test_scheduler_is_stepped_per_iteration() -> None:
+    """The LambdaLR built by configure_optimizers gives lr x factor(step) after each optimizer step."""
+    module = Classifier(models.build("resnet20", num_classes=10), 10, optim={"lr": 0.1},
+                        sched={"name": "multistep", "milestones": [0.5, 0.75], "warmup_steps": 2})
+    loader = DataLoader(_tiny_digits(16), batch_size=2)  # 8 steps per epoch
+    lrs: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(module, train_dataloaders=loader)
+    assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_weight_decay_excludes_bn_and_bias() -> None:
+    net = models.build("vgg11_cifar", num_classes=10)  # convs with bias + BN
+    decay, no_decay = param_groups(net, 5e-4, decay_bn_bias=False)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert {names[id(p)].rsplit(".", 1)[-1] for p in no_decay["params"]} == {"weight", "bias"}
+    assert all(names[id(p)].endswith("bias") or ".bn" in names[id(p)] for p in no_decay["params"])
+    total = sum(p.numel() for p in net.parameters())
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == total
+    (everything,) = param_groups(net, 1e-4, decay_bn_bias=True)
+    assert sum(p.numel() for p in everything["params"]) == total
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_optimizers(name: str) -> None:
+    module = Classifier(models.build("resnet20", num_classes=10), 10, optim={"name": name, "lr": 0.01},
+                        sched={"name": "constant"})
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=DataLoader(_tiny_digits(8), batch_size=4))
+    opt = trainer.optimizers[0]
+    assert type(opt).__name__ == {"sgd": "SGD", "adamw": "AdamW"}[name]
+    assert math.isclose(opt.param_groups[0]["lr"], 0.01)
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"optim": {"lr": -0.1}}, "optim.lr"), ({"optim": {"name": "lbfgs"}}, "optim.name"),
+    ({"optim": {"nesterov": True, "momentum": 0.0}}, "optim.nesterov"), ({"sched": {"name": "step"}}, "sched.name"),
+    ({"sched": {"milestones": [0.75, 0.5]}}, "sched.milestones"), ({"label_smoothing": 1.5}, "label_smoothing"),
+])
+def test_bad_options_name_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        Classifier(models.build("resnet20", num_classes=10), 10, **kwargs)
+
+
+def test_channels_last_and_compile_flags_keep_state_dict_keys() -> None:
+    net = models.build("resnet20", num_classes=10)
+    keys = set(net.state_dict())
+    module = Classifier(net, 10, channels_last=True, compile=True)
+    assert {k.removeprefix("net.") for k in module.state_dict() if k.startswith("net.")} == keys
+    assert module.net.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert OptimConfig().name == "sgd"
