@@ -28,6 +28,12 @@ def build_datamodule(cfg: Mapping[str, Any]) -> Any:
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
+        missing = sorted(k for k in cfg if OmegaConf.is_missing(cfg, k))
+        if missing:
+            key = missing[0]
+            what = "<folder holding train/ and val/>, e.g. data.root=/data/imagenette2-160" if key == "root" else \
+                "<value>"
+            raise ConfigError(f"data.{key} is not set: add data.{key}={what} to the command")
         cfg = OmegaConf.to_container(cfg, resolve=True)
     kwargs = dict(cfg)
     target = kwargs.pop("_target_", None)

@@ -6,9 +6,12 @@
     python scripts/train.py trainer=ddp trainer.accelerator=cpu trainer.devices=2
 
 Bad input: one line on stderr naming the key and the fix, exit status 2 (HYDRA_FULL_ERROR=1 for the traceback).
+`-v` (= verbose=true) shows every library message and warning; <run dir>/train.log keeps them in any case.
 """
 
 from __future__ import annotations
+
+import sys
 
 import _cli  # noqa: F401  (repo on sys.path; one-line errors, exit 2)
 import hydra
@@ -26,4 +29,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if "-v" in sys.argv[1:]:  # Hydra has no -v of its own: it means verbose=true here
+        sys.argv = [a for a in sys.argv if a != "-v"] + ["verbose=true"]
     main()

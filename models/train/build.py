@@ -22,6 +22,7 @@ from models.spec import NetSpec
 from models.train.callbacks import FiniteGuard, RunMeter, SaveOnSigterm
 from models.train.checkpoints import AtomicCheckpointIO
 from models.train.config import TrainerSettings, check_resume
+from models.train.console import Announce, ProgressBar
 from models.train.loggers import build_loggers
 from models.train.module import Classifier
 
@@ -74,8 +75,8 @@ def load_data(cfg: DictConfig) -> pl.LightningDataModule:
     return dm
 
 
-def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter) -> tuple[list[pl.Callback], ModelCheckpoint,
-                                                                               SaveOnSigterm]:
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: dict[str, Any]
+                    ) -> tuple[list[pl.Callback], ModelCheckpoint, SaveOnSigterm]:
     ckpt_cfg = cfg.get("checkpoint") or {}
     every = int(ckpt_cfg.get("every_n_steps") or 0)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=str(ckpt_cfg.get("monitor", "val/acc")),
@@ -86,7 +87,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter) -> tuple[l
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
                                          enable_version_counter=False))
     sigterm = SaveOnSigterm(str(ckpt_dir / "last.ckpt"))
-    return [*callbacks, meter, sigterm], best, sigterm
+    bar = [ProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    return [*callbacks, meter, sigterm, Announce(record), *bar], best, sigterm
 
 
 def build_trainer(settings: TrainerSettings, run_dir: Path, loggers: list[Any],
@@ -100,6 +102,7 @@ def build_trainer(settings: TrainerSettings, run_dir: Path, loggers: list[Any],
 
 def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory: MeterFactory | None = None) -> Built:
     """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys."""
+    settings = TrainerSettings.from_cfg(cfg)  # cheap checks first: no data is read for a run that cannot start
     dm = load_data(cfg)
     name, spec = build_spec(cfg.model, dm)
     net = Net(spec)
@@ -108,7 +111,6 @@ def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory:
                    "data": str(getattr(dm, "name", cfg.data._target_)), "data/name": getattr(dm, "name", None),
                    "data/image_size": int(dm.image_size), "data/batch_size": int(dm.batch_size),
                    "data/num_classes": int(dm.num_classes), **complexity.summary()})
-    settings = TrainerSettings.from_cfg(cfg)
     channels_last = settings.on_cuda if cfg.get("channels_last") is None else bool(cfg.channels_last)
     module = Classifier(net, spec.num_classes, optim=OmegaConf.to_container(cfg.optim, resolve=True),
                         sched=OmegaConf.to_container(cfg.sched, resolve=True),
@@ -120,7 +122,7 @@ def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory:
         check_resume(resume, spec.config())
     meter = (meter_factory or RunMeter)(complexity.flops, **OmegaConf.to_container(cfg.get("measure") or {},
                                                                                     resolve=True))
-    callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter)
+    callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record)
     loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record)
     trainer = build_trainer(settings, run_dir, loggers, callbacks)
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,

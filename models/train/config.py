@@ -47,8 +47,43 @@ def hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+LENGTH_SCHEDULES = ("cosine", "multistep", "onecycle")  # their lr depends on the run's total optimizer steps
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value == -1
+
+
+def check_run_length(kwargs: dict[str, Any], sched: str) -> None:
+    """Every length Lightning accepts either gives the schedule the number of optimizer steps that will really run
+    (Lightning's estimate covers max_epochs/max_steps, limit_train_batches, accumulation and DDP sharding) or is
+    refused here, before anything trains."""
+    epochs, steps, time_limit = kwargs.get("max_epochs"), kwargs.get("max_steps"), kwargs.get("max_time")
+    if epochs is None and _unset(steps) and time_limit is None:
+        raise ConfigError("trainer.max_epochs=null and trainer.max_steps=-1 give the run no length (Lightning would "
+                          "silently train 1000 epochs): set trainer.max_epochs=N or trainer.max_steps=N")
+    for low, high in (("min_epochs", "max_epochs"), ("min_steps", "max_steps")):
+        lo, hi = kwargs.get(low), kwargs.get(high)
+        if lo is not None and not _unset(hi) and lo > hi:
+            raise ConfigError(f"trainer.{low}={lo} > trainer.{high}={hi}: the run cannot do both; lower "
+                              f"trainer.{low} or raise trainer.{high}")
+    if sched not in LENGTH_SCHEDULES:
+        return
+    if time_limit is not None:
+        raise ConfigError(f"trainer.max_time={time_limit!r} stops the run by the clock, so sched.name={sched} cannot "
+                          "know how many steps it spans: drop trainer.max_time (use max_epochs / max_steps) or set "
+                          "sched.name=constant")
+    if (epochs == -1 or epochs is None) and _unset(steps):
+        raise ConfigError(f"trainer.max_epochs={epochs} (no limit) with sched.name={sched}: the schedule needs the "
+                          "run's number of optimizer steps: set trainer.max_epochs=N or trainer.max_steps=N, or "
+                          "sched.name=constant")
+
+
 def check_devices(accelerator: str, devices: Any) -> None:
     """Lightning happily starts 64 CPU 'devices' (processes) on a 2-core box; refuse more than there are."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: use trainer=cpu (or "
+                          "trainer.accelerator=cpu)")
     if not isinstance(devices, int) or isinstance(devices, bool) or devices == -1:
         return
     if devices < 1:
@@ -81,6 +116,7 @@ class TrainerSettings:
             raise ConfigError(f"ddp_timeout_s={timeout!r} must be a positive number of seconds")
         settings = cls(kwargs, float(timeout))
         check_devices(settings.accelerator, kwargs.get("devices", "auto"))
+        check_run_length(kwargs, str((cfg.get("sched") or {}).get("name", "constant")))
         return settings
 
     @property

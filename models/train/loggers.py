@@ -35,13 +35,19 @@ def _wandb_id(run_dir: Path) -> str:
 
 
 def _wandb(cfg: DictConfig, lcfg: dict[str, Any], run_dir: Path, run_name: str, record: dict[str, Any]) -> Any:
+    """Lightning's WandbLogger: offline by default, silent unless verbose (the run prints its own wandb line)."""
     group = cfg.get("ablation") or cfg.experiment
     tags = sorted({str(t) for t in [cfg.experiment, *(cfg.get("tags") or []), record["model"], record["data"],
                                     *([cfg.ablation] if cfg.get("ablation") else [])]})
     # `mode` instead of Lightning's `offline`, which would set WANDB_MODE for the rest of the process.
     mode = wandb_mode(lcfg.pop("offline", None))
-    return hydra.utils.instantiate(lcfg, offline=False, mode=mode, save_dir=str(run_dir), id=_wandb_id(run_dir),
-                                   name=run_name, group=str(group), tags=tags[:64], resume="allow")
+    lcfg["settings"] = {"silent": not cfg.get("verbose", False), **(lcfg.get("settings") or {})}
+    # _convert_="all": wandb.init ignores a DictConfig `settings` (it took neither `console` nor `silent` from one)
+    logger = hydra.utils.instantiate(lcfg, _convert_="all", offline=False, mode=mode, save_dir=str(run_dir),
+                                     id=_wandb_id(run_dir), name=run_name, group=str(group), tags=tags[:64],
+                                     resume="allow")
+    logger._wandb_init.pop("anonymous", None)  # Lightning passes it unasked; wandb warns it has no effect
+    return logger
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, record: dict[str, Any]) -> list[Any]:
@@ -65,8 +71,10 @@ def _wandb_runs(loggers: list[Any], started_only: bool = False) -> list[Any]:
             and (not started_only or lg._experiment is not None)]
 
 
-def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexity) -> None:
-    """Flat config keys (model knobs, params, MACs, hardware), the per-layer table, val/acc summarised as max."""
+def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexity) -> str | None:
+    """Flat config keys (model knobs, params, MACs, hardware), the per-layer table, val/acc summarised as max.
+    Returns the wandb run's local directory (None without wandb)."""
+    where = None
     for run in _wandb_runs(loggers):
         import wandb
 
@@ -78,6 +86,8 @@ def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexi
         rows = [[layer.name, layer.kind, layer.part, layer.params, layer.macs, layer.activations,
                  "x".join(map(str, layer.output_shape))] for layer in complexity.layers]
         run.log({"complexity/layers": wandb.Table(columns=columns, data=rows)})
+        where = str(Path(run.dir).parent)
+    return where
 
 
 def wandb_finish(loggers: list[Any], record: dict[str, Any]) -> None:

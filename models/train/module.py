@@ -7,6 +7,7 @@ step that produced it (`Diverged`), before backward touches the weights.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict
 from typing import Any
@@ -118,7 +119,7 @@ class Classifier(pl.LightningModule):
             self._train_images += n
         connector = self.trainer._logger_connector
         if connector.should_update_logs or self.trainer.fast_dev_run:
-            self.log("train/loss_step", loss_d, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/loss_step", loss_d, on_step=True, on_epoch=False)
             self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
@@ -186,7 +187,9 @@ class Classifier(pl.LightningModule):
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> dict[str, Any]:
         opt = make_optimizer(self.net, self.optim_cfg)
-        schedule = LRSchedule(**self.sched_cfg, total_steps=int(self.trainer.estimated_stepping_batches))
+        steps = self.trainer.estimated_stepping_batches  # infinite only for open-ended runs on a constant schedule
+        self.total_steps = int(steps) if math.isfinite(steps) else None  # (config.check_run_length refuses others)
+        schedule = LRSchedule(**self.sched_cfg, total_steps=self.total_steps or 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 

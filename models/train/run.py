@@ -21,9 +21,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from models.errors import ConfigError
+from models.train import console
 from models.train.build import Built, MeterFactory, build
 from models.train.config import hydra_overrides, resolve_run_dir
-from models.train.console import print_summary
+from models.train.console import log
 from models.train.loggers import wandb_finish, wandb_start
 from models.train.records import DONE, RESULTS, Diverged, atomic_write_json, read_results
 from models.utils.system import machine
@@ -63,9 +64,10 @@ def begin(run: RunRecord, parts: Built) -> None:
     for tmp in run.dir.glob("**/.*.tmp"):  # leftovers of a write killed mid-way (the target is intact)
         tmp.unlink(missing_ok=True)
     OmegaConf.save(cfg, run.dir / "config.yaml", resolve=True)
+    run.data["wandb_dir"] = wandb_start(parts.loggers, {
+        **run.data, "optim": OmegaConf.to_container(cfg.optim, resolve=True),
+        "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity)
     run.write()
-    wandb_start(parts.loggers, {**run.data, "optim": OmegaConf.to_container(cfg.optim, resolve=True),
-                                "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity)
 
 
 def fit(run: RunRecord, parts: Built) -> None:
@@ -76,10 +78,18 @@ def fit(run: RunRecord, parts: Built) -> None:
                     weights_only=True)
     except Diverged as e:
         run.data.update(status="diverged", diverged_at_step=e.step, error=str(e))
+    except ValueError as e:  # Lightning checks val_check_interval against the loader only once fit starts
+        if "val_check_interval" not in str(e):
+            raise
+        n = trainer.num_training_batches
+        raise ConfigError(f"trainer.val_check_interval={trainer.val_check_interval} is more than the {n} training "
+                          f"batches of an epoch: use a fraction of an epoch (e.g. 0.5), an integer <= {n}, or "
+                          "trainer.check_val_every_n_epoch=null to count batches across epochs") from None
     except SIGTERMException:
         run.data.update(status="running", interrupted="SIGTERM", interrupted_at_step=trainer.global_step,
                         resume_from=str(parts.last) if parts.sigterm.saved else None)
     run.data.update(epochs=trainer.current_epoch, steps=trainer.global_step, **parts.meter.summary(trainer))
+    run.data["sched/total_steps"] = getattr(parts.module, "total_steps", None)
     val = {k: trainer.callback_metrics.get(k) for k in ("val/acc", "val/acc_top5", "val/loss", "val/acc_best")}
     run.data.update({k: float(v) for k, v in val.items() if v is not None})
 
@@ -109,13 +119,13 @@ def fail(run: RunRecord, error: BaseException, parts: Built | None) -> None:
     run.stop_clock()
     run.write()
     wandb_finish(parts.loggers if parts else [], run.data)
+    log.info(f"failed: {message}", extra={"file_only": True}, exc_info=error)
 
 
 def done(run_dir: Path, previous: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
-    print(f"{run_dir}: already {previous['status']} (results.json); not training again. "
-          "Use a new hydra.run.dir for a new run.", flush=True)
-    if cfg.get("summary", True):
-        print_summary(previous)
+    log.info(f"{run_dir}: already {previous['status']} (results.json); not training again. Use a new hydra.run.dir "
+             "for a new run.")
+    console.report(previous, bool(cfg.get("summary", True)))
     return previous
 
 
@@ -124,8 +134,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, meter_factory: Me
     """One run; returns its record. `meter_factory` replaces RunMeter (the benchmark passes a recording one)."""
     run_dir = resolve_run_dir(cfg)
     previous = read_results(run_dir)
+    verbose = bool(cfg.get("verbose", False))
     if previous and previous.get("status") in DONE:
+        console.setup(None, verbose)  # nothing is written into a finished run's directory
         return done(run_dir, previous, cfg)
+    console.setup(run_dir, verbose)
     run = RunRecord(cfg, run_dir, hydra_overrides() if overrides is None else list(overrides))
     parts: Built | None = None
     try:
@@ -137,8 +150,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, meter_factory: Me
             test(run, parts)
     except BaseException as e:
         fail(run, e, parts)
+        console.close_log_file()
         raise
-    return finish(run, parts)
+    try:
+        return finish(run, parts)
+    finally:
+        console.close_log_file()
 
 
 def finish(run: RunRecord, parts: Built) -> dict[str, Any]:
@@ -147,11 +164,11 @@ def finish(run: RunRecord, parts: Built) -> dict[str, Any]:
     if run.is_zero:
         wandb_finish(parts.loggers, run.data)
     if run.data["status"] == "running":  # SIGTERM: the job (and a sweep) stops with the conventional 128 + 15
-        print(f"interrupted by SIGTERM at step {parts.trainer.global_step}; checkpoint {parts.last} saved. Re-run the "
-              "same command (same hydra.run.dir) to resume.", flush=True)
+        log.info(f"interrupted by SIGTERM at step {parts.trainer.global_step}; checkpoint {parts.last} saved. Re-run "
+                 "the same command (same hydra.run.dir) to resume.")
         raise SystemExit(EXIT_SIGTERM)
-    if run.is_zero and run.cfg.get("summary", True):
-        print_summary(run.data)
+    if run.is_zero:
+        console.report(run.data, bool(run.cfg.get("summary", True)))
     return run.data
 
 

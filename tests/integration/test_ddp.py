@@ -19,7 +19,7 @@ def test_cpu_ddp_two_processes(train_script, wandb_env: Path, tmp_path: Path) ->
     r = json.loads((run_dir / "results.json").read_text())
     assert r["status"] == "finished" and r["hardware/num_devices"] == 2
     # limit_train_batches=4 per rank, 2 epochs: the global step counts optimizer steps (4 per epoch)
-    assert r["steps"] == 8 and r["epochs"] == 2
+    assert r["steps"] == 8 and r["epochs"] == 2 and r["sched/total_steps"] == 8  # per-rank batches: exact
     assert 0 <= r["test/acc"] <= 1 and 0 <= r["test_last/acc"] <= 1
     assert r["train/images_per_s"] > 0
     assert len(list(run_dir.rglob("results.json"))) == 1

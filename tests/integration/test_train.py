@@ -119,3 +119,25 @@ def test_channels_last_and_bf16_switches(tmp_path: Path) -> None:
     r = train(compose_train(overrides), overrides=overrides)
     assert r["status"] == "finished" and r["channels_last"] is True and r["precision"] == "bf16-mixed"
     assert math.isfinite(r["test/loss"]) and r["mfu"] > 0
+
+
+@pytest.mark.parametrize("extra", [
+    ["trainer.accumulate_grad_batches=3"],                          # 4 batches, 2 epochs -> ceil(4/3) x 2 = 4 steps
+    ["trainer.limit_train_batches=0.1"],                            # a fraction of the 39 batches of an epoch
+    ["trainer.max_steps=5"],                                        # stops inside the second epoch
+    ["trainer.max_epochs=-1", "trainer.max_steps=6"],              # Lightning's "no epoch limit", bounded by steps
+    ["trainer.val_check_interval=0.5"],                            # validation twice per epoch: same steps
+    ["trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=3"],
+], ids=["accumulate", "fraction", "max-steps", "unlimited-epochs", "val-twice", "val-by-steps"])
+def test_every_accepted_length_gives_the_schedule_the_real_number_of_steps(tmp_path: Path, extra: list[str]) -> None:
+    overrides = [*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", *extra]
+    r = train(compose_train(overrides), overrides=overrides)
+    assert r["status"] == "finished" and r["steps"] > 0
+    assert r["sched/total_steps"] == r["steps"]  # the cosine schedule ends exactly where training ends
+
+
+def test_an_open_ended_run_on_a_constant_schedule_stops_on_the_clock(tmp_path: Path) -> None:
+    overrides = [*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", "trainer.max_epochs=-1",
+                 "trainer.max_time=00:00:00:03", "sched.name=constant"]
+    r = train(compose_train(overrides), overrides=overrides)
+    assert r["status"] == "finished" and r["sched/total_steps"] is None and r["steps"] > 0
