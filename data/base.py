@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from data.checks import check_flag, check_int, cpu_count, resolve_workers
-from data.device import DeviceLoader
+from data.device import DeviceLoader, FileSource, TensorSource
 
 SPLITS = ("train", "val", "test")
 
@@ -67,8 +67,8 @@ class BaseImageDataModule(pl.LightningDataModule):
         nbytes = sum(x.numel() + 8 * len(y) for x, y in splits.values())
         return nbytes <= 0.25 * torch.cuda.mem_get_info(device)[0]
 
-    def _uses_device_loader(self) -> bool:
-        """Batches come from a DeviceLoader (no DataLoader, no workers)."""
+    def _from_tensors(self) -> bool:
+        """Batches are gathered from tensors (no per-image DataLoader, no workers)."""
         return self.device_resident()
 
     def _auto_workers(self) -> int:
@@ -76,7 +76,7 @@ class BaseImageDataModule(pl.LightningDataModule):
 
     def num_workers(self) -> int:
         """DataLoader workers actually used: 0 with a DeviceLoader, else the setting ("auto": `_auto_workers()`)."""
-        return 0 if self._uses_device_loader() else resolve_workers(self.num_workers_setting, self._auto_workers())
+        return 0 if self._from_tensors() else resolve_workers(self.num_workers_setting, self._auto_workers())
 
     def describe(self) -> dict[str, Any]:
         """Flat record of what was loaded, for run records (`data/<key>` in results.json)."""
@@ -135,16 +135,22 @@ class BaseImageDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),  # seeded order + worker seeds
         )
 
-    def _device_loader(self, split: str, train: bool, device: torch.device,
-                       host_split: Callable[[], tuple[Tensor, Tensor]], **augment: Any) -> DeviceLoader:
-        """A DeviceLoader over `split`, copied to `device` once and shared by every loader built from it."""
-        key = (split, str(device))
+    def _device_loader(self, name: str, train: bool, device: torch.device,
+                       host_tensors: Callable[[], tuple[Tensor, Tensor]], indices: Tensor | None = None,
+                       **augment: Any) -> DeviceLoader:
+        """A DeviceLoader over the tensors `name` (or their positions `indices`), copied to `device` once and shared
+        by every loader built from them (e.g. train and a val split carved from it)."""
+        key = (name, str(device))
         if key not in self._on_device:
-            images, labels = host_split()
+            images, labels = host_tensors()
             self._on_device[key] = (images.to(device), labels.to(device))
+        return self._loader_over(TensorSource(*self._on_device[key], indices=indices), train, device, **augment)
+
+    def _loader_over(self, source: TensorSource | FileSource, train: bool, device: torch.device,
+                     **augment: Any) -> DeviceLoader:
         rank, world = self._rank_world()
-        return DeviceLoader(*self._on_device[key], self.batch_size, train=train, seed=self.seed, device=device,
-                            rank=rank, world_size=world, epoch_fn=self._epoch_fn(), shuffle=self._shuffle(train),
+        return DeviceLoader(source, None, self.batch_size, train=train, seed=self.seed, device=device, rank=rank,
+                            world_size=world, epoch_fn=self._epoch_fn(), shuffle=self._shuffle(train),
                             progress_fn=self._progress_fn(train), **augment)
 
     def _loader(self, split: str) -> DeviceLoader | DataLoader:

@@ -173,4 +173,8 @@ class CIFARDataModule(InMemoryImageDataModule):
             return [str(i) for i in range(self.num_classes)]  # names are cosmetic; the labels are what count
 
     def _describe(self) -> dict[str, Any]:
-        return {**super()._describe(), "root": str(find_cifar_dir(self.root, self.name)), "verify": self.verify}
+        n = len(self.splits["train"][1]) + (self.val_size if self.val_size else 0)
+        val = f"train (stratified {self.val_size} of {n}, seed {self.seed})" if self.val_size else "test_batch"
+        test = "test_batch (also selected the checkpoint)" if self.val_is_test else "test_batch (held out)"
+        return {**super()._describe(), "root": str(find_cifar_dir(self.root, self.name)), "verify": self.verify,
+                "val_source": val, "test_source": test}

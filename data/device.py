@@ -1,8 +1,10 @@
-"""Device-resident loader: a whole split lives on the training device as one uint8 NCHW tensor.
+"""Batches prepared on the training device: one loader for whole uint8 splits in memory and for image files.
 
-Each batch is gathered by index, cropped/flipped and normalised with batched tensor ops on that device, so there
-is no per-image Python and no DataLoader worker. Lightning consumes it as a plain sized iterable (its batch transfer
-is a no-op because batches are already on the device).
+A split is served as uint8 (B,C,H,W) batches by a *source* — `TensorSource` (a tensor, on the training device or in
+host memory; gathered by index, no per-image Python, no worker) or `FileSource` (a Dataset of uint8 images decoded by
+DataLoader workers, then moved to the device). `DeviceLoader` owns everything else, identically for both: which
+samples form each batch (epochs, DDP shards, mid-epoch resume) and the batched crop/flip/normalise on the device.
+Lightning consumes it as a plain sized iterable.
 
 Epochs: train order is a permutation seeded by (seed, epoch); augmentation draws are seeded by (seed, epoch, rank).
 The epoch comes from ``epoch_fn`` (the datamodules pass ``lambda: trainer.current_epoch``, so resuming from a
@@ -12,8 +14,8 @@ advances after every complete pass.
 Resume: the loader is *stateful* in Lightning's sense (``state_dict``/``load_state_dict``), so every checkpoint
 records the epoch and how many of its batches were trained on (``progress_fn``: the fit loop's processed-batch count;
 standalone: the batches yielded). Resuming from a mid-epoch checkpoint continues with the next batch of the same
-permutation (the skipped batches' augmentation draws are replayed), so the run is bitwise identical to one that was
-never interrupted, instead of re-training the epoch's first batches.
+permutation; the skipped batches' augmentation draws are replayed (drawn, not applied: no image is read for them), so
+the run is bitwise identical to one that was never interrupted.
 
 DDP: like ``DistributedSampler``. Train: every rank draws the same permutation, it is cut to a multiple of
 world_size (the tail is dropped), rank r takes positions r::world_size, then the last partial batch is dropped.
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from models.errors import ConfigError
 
@@ -40,6 +43,15 @@ def _seeded(device: torch.device, *entropy: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
+
+
+def draw_crop_flip(b: int, h: int, w: int, crop: int, flip: bool, gen: torch.Generator | None,
+                   device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The random part of ``crop_flip``: per-image offsets (B,1) and flips (B,1), in this order."""
+    oy = torch.randint(0, h - crop + 1, (b, 1), generator=gen, device=device)
+    ox = torch.randint(0, w - crop + 1, (b, 1), generator=gen, device=device)
+    flipped = torch.rand(b, 1, generator=gen, device=device) < 0.5 if flip else None
+    return oy, ox, flipped
 
 
 def crop_flip(
@@ -59,33 +71,87 @@ def crop_flip(
     if pad:
         x = F.pad(x, (pad, pad, pad, pad))  # zero fill, like RandomCrop(padding=pad, fill=0)
         h, w = h + 2 * pad, w + 2 * pad
-    dev = x.device
-    oy = torch.randint(0, h - crop + 1, (b, 1), generator=gen, device=dev)
-    ox = torch.randint(0, w - crop + 1, (b, 1), generator=gen, device=dev)
-    ar = torch.arange(crop, device=dev)
+    oy, ox, flipped = draw_crop_flip(b, h, w, crop, flip, gen, x.device)
+    ar = torch.arange(crop, device=x.device)
     cols = ox + ar
-    if flip:
-        flipped = torch.rand(b, 1, generator=gen, device=dev) < 0.5
+    if flipped is not None:
         cols = torch.where(flipped, ox + (crop - 1) - ar, cols)
     flat = ((oy + ar) * w).unsqueeze(2) + cols.unsqueeze(1)  # (B, crop, crop) indices into h*w
     flat = flat.view(b, 1, crop * crop).expand(b, c, crop * crop)
     return x.reshape(b, c, h * w).gather(2, flat).view(b, c, crop, crop)
 
 
+class TensorSource:
+    """A split as uint8 (N,C,H,W) images + labels in one tensor (or the positions ``indices`` of a larger one)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(f"TensorSource needs uint8 NCHW images and one label each, got {images.dtype} "
+                             f"{tuple(images.shape)} and {len(labels)} labels")
+        self.images, self.all_labels = images, labels.to(torch.int64)
+        self.indices = indices if indices is None else indices.to(torch.int64)
+        self.shape = tuple(images.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.images) if self.indices is None else len(self.indices)
+
+    def to(self, device: torch.device | str) -> TensorSource:
+        move = (lambda t: t) if self.images.device == torch.device(device) else (lambda t: t.to(device))
+        return TensorSource(move(self.images), move(self.all_labels),
+                            None if self.indices is None else move(self.indices))
+
+    def batches(self, positions: list[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        """uint8 images and labels of each batch of split positions (gathered where the tensor lives)."""
+        if not positions:
+            return
+        flat = torch.cat(positions).to(self.images.device, non_blocking=True)  # one copy of the epoch's indices
+        if self.indices is not None:
+            flat = self.indices.to(self.images.device)[flat]
+        for idx in flat.split([len(p) for p in positions]):
+            yield self.images[idx].to(device, non_blocking=True), self.all_labels[idx].to(device, non_blocking=True)
+
+
+class FileSource:
+    """A split as a Dataset of uint8 (C,H,W) images (decoded by ``workers`` DataLoader processes) + its labels."""
+
+    def __init__(self, dataset: Dataset, labels: Tensor, shape: Sequence[int], workers: int = 0,
+                 indices: Tensor | None = None) -> None:
+        self.dataset, self.all_labels, self.shape, self.workers = dataset, labels.to(torch.int64), tuple(shape), workers
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.all_labels) if self.indices is None else len(self.indices)
+
+    def to(self, device: torch.device | str) -> FileSource:
+        return self
+
+    def batches(self, positions: list[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        if not positions:
+            return
+        sample_ids = [(p if self.indices is None else self.indices[p]).tolist() for p in positions]
+        loader = DataLoader(self.dataset, batch_sampler=sample_ids, num_workers=self.workers,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+Source = TensorSource | FileSource
+
+
 class DeviceLoader:
     """Sized iterable of ``(x float32 (B,C,S,S) normalised, y int64 (B,))`` batches, all on ``device``.
 
-    ``images``: uint8 (N,C,H,W) (moved to ``device`` once; pass a tensor already there to share it between
-    loaders). ``crop`` defaults to H; ``out_size`` (default ``crop``) bilinearly resizes after cropping.
-    ``train=True``: shuffled, random crop/flip, drops the last partial batch. ``train=False``: in order, center
-    crop, keeps every sample. ``shuffle`` overrides the order only (default: ``train``). ``batch_size`` is per
-    rank (per device).
+    ``images``: a uint8 (N,C,H,W) tensor (with ``labels``; moved to ``device`` once — pass a tensor already there to
+    share it between loaders) or a ``TensorSource`` / ``FileSource``. ``crop`` defaults to H; ``out_size`` (default
+    ``crop``) bilinearly resizes after cropping. ``train=True``: shuffled, random crop/flip, drops the last partial
+    batch. ``train=False``: in order, center crop, keeps every sample. ``shuffle`` overrides the order only (default:
+    ``train``). ``batch_size`` is per rank (per device).
     """
 
     def __init__(
         self,
-        images: Tensor,
-        labels: Tensor,
+        images: Tensor | Source,
+        labels: Tensor | None,
         batch_size: int,
         *,
         mean: Sequence[float],
@@ -103,42 +169,50 @@ class DeviceLoader:
         shuffle: bool | None = None,
         progress_fn: Callable[[], int] | None = None,
     ) -> None:
-        # programming errors, not user input: plain ValueErrors
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"DeviceLoader needs uint8 NCHW images, got {images.dtype} {tuple(images.shape)}")
-        if len(images) != len(labels) or len(mean) != images.shape[1] or len(std) != images.shape[1]:
-            raise ValueError(
-                f"{len(images)} images of {images.shape[1]} channels, {len(labels)} labels, mean/std {mean}/{std}"
-            )
+        source = images if isinstance(images, (TensorSource, FileSource)) else TensorSource(images, labels)
+        channels, height = source.shape[0], source.shape[-1]
+        if len(mean) != channels or len(std) != channels:  # programming errors, not user input: ValueErrors
+            raise ValueError(f"{channels}-channel images but mean/std {mean}/{std}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} outside world_size={world_size}")
         self.device = torch.device(device)
-        self.images = images.to(self.device)
-        self.labels = labels.to(self.device, torch.int64)
+        self.source = source.to(self.device)
         self.batch_size, self.train, self.seed = int(batch_size), bool(train), int(seed)
         self.shuffle = self.train if shuffle is None else bool(shuffle)  # False: Lightning's overfit_batches
         self.pad, self.flip = int(pad), bool(flip)
-        self.crop = int(crop or images.shape[-1])
+        self.crop = int(crop or height)
         self.out_size = int(out_size or self.crop)
         self.rank, self.world_size = int(rank), int(world_size)
-        self.epoch_fn = epoch_fn
+        self.epoch_fn, self.progress_fn = epoch_fn, progress_fn
         self.epoch = 0
-        self.progress_fn = progress_fn
         self._pass_epoch: int | None = None  # the epoch of the current/last pass
         self._yielded = 0  # batches yielded by that pass
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) from load_state_dict
-        c = images.shape[1]
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1)
-        # (x/255 - mean)/std folded into one multiply-add
-        self._scale = (1.0 / (255.0 * std_t)).to(self.device)
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
+        self._norm = (mean_t, std_t)
+        self._scale = (1.0 / (255.0 * std_t)).to(self.device)  # (x/255 - mean)/std folded into one multiply-add
         self._shift = (-mean_t / std_t).to(self.device)
-        n = len(images)
-        if train and n // self.world_size < self.batch_size:
+        if train and len(self.source) // self.world_size < self.batch_size:
             raise ConfigError(
-                f"data.batch_size={batch_size} exceeds the {n // self.world_size} training samples per device:"
-                f" lower data.batch_size"
+                f"data.batch_size={batch_size} exceeds the {len(self.source) // self.world_size} training samples per"
+                " device: lower data.batch_size"
             )
+
+    def to(self, device: torch.device | str) -> DeviceLoader:
+        """The same loader (same batches, same draws) producing its batches on ``device``."""
+        other = DeviceLoader(self.source, None, self.batch_size, mean=self._norm[0].flatten().tolist(),
+                             std=self._norm[1].flatten().tolist(), train=self.train, pad=self.pad, flip=self.flip,
+                             crop=self.crop, out_size=self.out_size, seed=self.seed, device=device, rank=self.rank,
+                             world_size=self.world_size, epoch_fn=self.epoch_fn, shuffle=self.shuffle,
+                             progress_fn=self.progress_fn)
+        other.epoch = self.epoch
+        return other
+
+    @property
+    def labels(self) -> Tensor:
+        src = self.source
+        return src.all_labels if src.indices is None else src.all_labels[src.indices.to(src.all_labels.device)]
 
     def set_epoch(self, epoch: int) -> None:
         """Pin the epoch used by the next pass (ignored when ``epoch_fn`` is set)."""
@@ -155,12 +229,12 @@ class DeviceLoader:
         self._resume = (int(state["epoch"]), int(state["batches"]))
 
     def __len__(self) -> int:
-        n, w, b = len(self.images), self.world_size, self.batch_size
+        n, w, b = len(self.source), self.world_size, self.batch_size
         return (n // w) // b if self.train else math.ceil(math.ceil(n / w) / b)
 
     def batch_indices(self, epoch: int) -> list[Tensor]:
-        """This rank's batches of sample indices (CPU int64) for ``epoch``."""
-        n, w, b = len(self.images), self.world_size, self.batch_size
+        """This rank's batches of split positions (CPU int64) for ``epoch``."""
+        n, w, b = len(self.source), self.world_size, self.batch_size
         if self.train:
             if self.shuffle:  # the same permutation on every rank, so the shards are disjoint
                 perm = torch.randperm(n, generator=_seeded(torch.device("cpu"), self.seed, epoch))
@@ -185,14 +259,17 @@ class DeviceLoader:
         x = crop_flip(x, self.crop, pad=self.pad, flip=self.flip, train=self.train, gen=gen)
         x = torch.addcmul(self._shift, x.float(), self._scale)
         if self.out_size != self.crop:
-            x = F.interpolate(
-                x,
-                size=(self.out_size, self.out_size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=self.out_size < self.crop,
-            )
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False,
+                              antialias=self.out_size < self.crop)
         return x.contiguous()
+
+    def _replay(self, skipped: list[Tensor], gen: torch.Generator | None) -> None:
+        """Consume the random draws of batches trained before a restart (no image needed)."""
+        if gen is None:
+            return
+        side = self.source.shape[-1] + 2 * self.pad
+        for idx in skipped:
+            draw_crop_flip(len(idx), side, side, self.crop, self.flip, gen, self.device)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         # A generator: nothing runs until the first next(), i.e. after Lightning has advanced the epoch.
@@ -205,14 +282,10 @@ class DeviceLoader:
         self._pass_epoch, self._yielded = epoch, skip
         gen = _seeded(self.device, self.seed, epoch, self.rank) if self.train else None
         batches = self.batch_indices(epoch)
-        # one host->device copy of the epoch's indices, then per-batch views
-        flat = torch.cat(batches).to(self.device, non_blocking=True)
-        for i, idx in enumerate(flat.split([len(b) for b in batches])):
-            if i < skip:  # resumed mid-epoch: already trained on; replay its random draws to stay in step
-                if gen is not None:
-                    self.transform(self.images[idx], gen)
-                continue
+        self._replay(batches[:skip], gen)
+        for i, (x, y) in enumerate(self.source.batches(batches[skip:], self.device), start=skip):
             self._yielded = i + 1
-            yield self.transform(self.images[idx], gen), self.labels[idx]
+            yield self.transform(x, gen), y
         if self.epoch_fn is None:
             self.epoch = epoch + 1  # standalone use: reshuffle on the next pass
+

@@ -78,4 +78,6 @@ class DigitsDataModule(InMemoryImageDataModule):
         self._set_splits(splits)
 
     def _describe(self) -> dict[str, Any]:
-        return {**super()._describe(), "source": "sklearn.datasets.load_digits"}
+        return {**super()._describe(), "source": "sklearn.datasets.load_digits",
+                "val_source": f"stratified {self.val_size} of 1797 (seed {self.seed})",
+                "test_source": f"stratified {self.test_size} of 1797 (held out)"}

@@ -1,76 +1,64 @@
 """Image-folder datasets: generic ImageFolder trees, Tiny-ImageNet and Imagenette/Imagewoof.
 
-Splits: ``train/`` trains, ``val/`` selects models, and ``val/`` is also reported as test unless the tree has a
-``test/`` split with labelled class folders (describe() says which). Tiny-ImageNet's unlabelled ``test/`` is unused.
+Splits (select on val, report on a held-out test): a tree with ``test/`` uses train/, val/ and test/ as they are.
+A tree without one (Imagenette, most ImageNet subsets, Tiny-ImageNet whose test/ is unlabelled) keeps its ``val/``
+folder as the held-out test and carves a stratified, seeded validation split out of ``train/`` (``val_size``: "auto" =
+10%, a fraction, or a count; recorded like CIFAR's 45k/5k). ``val_size=0`` is the opt-out: ``val/`` both selects the
+checkpoint and is reported as test, labelled ``val_is_test`` in every record and caveated in every summary.
 
-Two input paths: the conventional one (PIL decode per image in DataLoader workers, RandomResizedCrop+flip for
-train, Resize(S*256/224)+CenterCrop(S) for eval) and ``cache=true``: every image is decoded once into a square
-uint8 memmap of side ``int(S*1.143)``; batches are then random-cropped (S) and flipped (train) or center-cropped
-(eval) as tensor ops by a DeviceLoader, on the accelerator when the cache fits there (``device_resident``).
+One preprocessing for both input paths (`data.images.base_image`): resize the shorter side to S*256/224, centre-crop
+that square; then per batch, on the training device, a random S crop + flip (train) or the centre S crop (eval) and
+ImageNet normalisation (`data.device.DeviceLoader`). ``cache=false`` decodes in DataLoader workers; ``cache=true``
+decodes every image once into a uint8 memmap keyed by content (`data.cache`) and serves batches from it (from the
+accelerator when it fits there: ``device_resident``). The two paths give identical tensors for the same image.
 """
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchvision.datasets import Imagenette
-from torchvision.transforms import v2
 
 from data import cache as image_cache
 from data.base import SPLITS, BaseImageDataModule
 from data.checks import check_choice, check_flag, check_int, cpu_count
-from data.device import DeviceLoader
-from data.images import ImageFileDataset, list_images, load_rgb, scan_image
+from data.device import DeviceLoader, FileSource
+from data.folder_tree import LAYOUTS, FolderTree, Samples
+from data.images import BaseImageDataset, base_image, base_side, scan_image
+from data.splits import stratified_split
 from models.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LAYOUTS = ("imagefolder", "tinyimagenet", "imagenette")
-_IMAGENETTE_DIRS = (
-    "imagenette2-160",
-    "imagenette2-320",
-    "imagenette2",
-    "imagewoof2-160",
-    "imagewoof2-320",
-    "imagewoof2",
-)
+AUTO_VAL_FRACTION = 0.1
+
+
+def check_val_size(value: Any) -> int | float | str:
+    """auto, a fraction in (0, 1), or a count of training images (0: no carve, val/ is also the test)."""
+    if value == "auto" or (isinstance(value, float) and 0 < value < 1) or \
+            (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ConfigError(f"data.val_size={value!r} is invalid: set data.val_size to auto, a fraction in (0, 1), a count "
+                      "of training images, or 0 (select on val/ and report it as test)")
 
 
 class ImageFolderDataModule(BaseImageDataModule):
     """Folder datasets (``layout``) at ``root``; optional class subset (``classes`` wnids, or the first
-    ``num_classes_subset`` sorted classes).
+    ``num_classes_subset`` sorted classes). ``batch_size`` is per device. ``num_workers="auto"`` = min(8, CPUs)
+    decoding workers without the cache. ``verify=True`` scans every image up front unless the cache is used, whose
+    build decodes (and names) every unreadable image anyway."""
 
-    ``batch_size`` is per device. ``num_workers="auto"`` = min(8, CPUs). Labels follow the order of ``classes``
-    (or the sorted class folders). ``verify=True`` scans every image up front (in prepare_data) unless the cache
-    is used, whose build decodes everything anyway.
-    """
-
-    def __init__(
-        self,
-        root: str | None = None,
-        layout: str = "imagefolder",
-        classes: list[str] | None = None,
-        num_classes_subset: int | None = None,
-        image_size: int = 224,
-        batch_size: int = 64,
-        num_workers: int | str = "auto",
-        seed: int = 0,
-        download: bool = False,
-        verify: bool = True,
-        cache: bool = False,
-        cache_dir: str | None = None,
-        device_resident: bool | str = "auto",
-        imagenette_size: str = "160px",
-        name: str | None = None,
-    ) -> None:
+    def __init__(self, root: str | None = None, layout: str = "imagefolder", classes: list[str] | None = None,
+                 num_classes_subset: int | None = None, image_size: int = 224, batch_size: int = 64,
+                 num_workers: int | str = "auto", seed: int = 0, val_size: int | float | str = "auto",
+                 download: bool = False, verify: bool = True, cache: bool = False, cache_dir: str | None = None,
+                 device_resident: bool | str = "auto", imagenette_size: str = "160px", name: str | None = None
+                 ) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=seed,
                          device_resident=device_resident)
         self.save_hyperparameters()
@@ -78,175 +66,102 @@ class ImageFolderDataModule(BaseImageDataModule):
         self.name = name or layout
         if root is None:
             raise ConfigError("data.root is not set: set data.root=<dir with train/ and val/>")
-        self.root_setting = Path(root).expanduser()
         self.download = check_flag("download", download)
         if self.download and layout != "imagenette":
-            raise ConfigError(
-                f"data.download=true is not available for layout {layout}: put the files under data.root and set"
-                " data.download=false"
-            )
+            raise ConfigError(f"data.download=true is not available for layout {layout}: put the files under "
+                              "data.root and set data.download=false")
         self.imagenette_size = check_choice("imagenette_size", imagenette_size, list(Imagenette._ARCHIVES))
-        self.verify = check_flag("verify", verify)
-        self.cache = check_flag("cache", cache)
+        self.verify, self.cache = check_flag("verify", verify), check_flag("cache", cache)
         self.cache_dir_setting = cache_dir
         if self.device_resident_setting is True and not self.cache:
-            raise ConfigError(
-                "data.device_resident=true needs data.cache=true for folder datasets: set data.cache=true"
-            )
+            raise ConfigError("data.device_resident=true needs data.cache=true for folder datasets: set "
+                              "data.cache=true")
+        self.tree = FolderTree(Path(root).expanduser(), layout, *self._class_selection(classes, num_classes_subset),
+                               self.imagenette_size, bool(self.download))
+        self.val_size_setting = check_val_size(val_size)
+        self.base_size = base_side(self.image_size)  # 224 -> 256: what is cached / decoded before the crop
+        self.files: dict[str, Samples] = {}  # folder -> (path, label)
+        self.splits: dict[str, tuple[str, Tensor | None]] = {}  # split -> (folder, positions in it or all)
+        self.cached: dict[str, tuple[Tensor, Tensor]] = {}  # folder -> uint8 images, labels
+        self.cache_events: dict[str, str] = {}  # folder -> "built" | "reused" (what this process did first)
+        self._scanned = False
+
+    @staticmethod
+    def _class_selection(classes: Any, num_classes_subset: Any) -> tuple[list[str] | None, int | None]:
         if classes is not None and num_classes_subset is not None:
             raise ConfigError("data.classes and data.num_classes_subset are both set: set only one of them")
         if classes is not None and (isinstance(classes, str) or not classes):
             raise ConfigError(
-                f"data.classes={classes!r} is invalid: set data.classes to a non-empty list of class folder names"
-            )
-        self.class_subset = list(classes) if classes is not None else None
-        self.num_classes_subset = (
-            None if num_classes_subset is None else check_int("num_classes_subset", num_classes_subset, 1)
-        )
-        self.cache_size = int(self.image_size * 1.143)  # 224 -> 256, the usual resize-then-crop ratio
-        self.eval_resize = int(self.image_size * 256 / 224)
-        self._classes: list[str] | None = None
-        self.samples: dict[str, list[tuple[Path, int]]] = {}
-        self.cached: dict[str, tuple[Tensor, Tensor]] = {}
-        self.cache_events: dict[str, str] = {}  # split -> "built" | "reused"
-        self._scanned = False
+                f"data.classes={classes!r} is invalid: set data.classes to a non-empty list of class folder names")
+        subset = None if num_classes_subset is None else check_int("num_classes_subset", num_classes_subset, 1)
+        return (list(classes) if classes is not None else None), subset
 
-    # -- locating the tree and its classes --
     @property
     def root(self) -> Path:
-        root = self.root_setting
-        if self.layout == "imagenette" and not (root / "train").is_dir():
-            preferred = Path(Imagenette._ARCHIVES[self.imagenette_size][0]).name.removesuffix(".tgz")
-            for sub in (preferred, *_IMAGENETTE_DIRS):
-                if (root / sub / "train").is_dir():
-                    return root / sub
-        if self.layout == "tinyimagenet" and (root / "tiny-imagenet-200" / "train").is_dir():
-            return root / "tiny-imagenet-200"
-        if not (root / "train").is_dir():
-            hint = " or data.download=true" if self.layout == "imagenette" else ""
-            raise ConfigError(
-                f"data.root={root}/train not found: set data.root=<dir with train/<class>/ and val/>{hint}"
-            )
-        return root
+        return self.tree.root
 
     @property
     def classes(self) -> list[str]:
-        """Selected class folder names (wnids); label i is classes[i]."""
-        if self._classes is None:
-            if self.layout == "imagenette" and self.download and not self._exists():
-                available = sorted(Imagenette._WNID_TO_CLASS)  # known before the download
-            else:
-                available = self._available_classes()
-            if self.class_subset is not None:
-                missing = [c for c in self.class_subset if c not in available]
-                if missing:
-                    raise ConfigError(
-                        f"data.classes names {', '.join(missing)} not present in {self.root_setting}/train"
-                        f" ({len(available)} classes there, e.g. {', '.join(available[:3])}): fix data.classes"
-                    )
-                self._classes = list(dict.fromkeys(self.class_subset))
-            elif self.num_classes_subset is not None:
-                if self.num_classes_subset > len(available):
-                    raise ConfigError(
-                        f"data.num_classes_subset={self.num_classes_subset} but only {len(available)} classes exist:"
-                        " lower data.num_classes_subset"
-                    )
-                self._classes = available[: self.num_classes_subset]
-            else:
-                self._classes = available
-        return self._classes
+        return self.tree.classes
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _exists(self) -> bool:
-        try:
-            return self.root.is_dir()
-        except ConfigError:
-            return False
+    # -- splits --
+    def _index(self) -> dict[str, Samples]:
+        if not self.files:
+            self.files = self.tree.folders()
+            self.splits = self._plan_splits()
+        return self.files
 
-    def _available_classes(self) -> list[str]:
-        root = self.root
-        wnids = root / "wnids.txt"
-        if self.layout == "tinyimagenet" and wnids.is_file():
-            return sorted(w.strip() for w in wnids.read_text().split() if w.strip())
-        found = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not found:
-            raise ConfigError(f"{root}/train has no class folders: put images in train/<class>/ under data.root")
-        return found
+    def _plan_splits(self) -> dict[str, tuple[str, Tensor | None]]:
+        """split -> (folder, positions): test/ when the tree has one, else val/ held out and val carved from train/."""
+        setting, n_train = self.val_size_setting, len(self.files["train"])
+        if "test" in self.files:
+            if setting != "auto":
+                raise ConfigError(f"data.val_size={setting} applies to trees without test/: {self.root} has test/, so "
+                                  "val/ selects models and test/ is held out; drop data.val_size")
+            return {"train": ("train", None), "val": ("val", None), "test": ("test", None)}
+        if setting == 0:  # the opt-out: select on val/ and report it as test (labelled val_is_test)
+            return {"train": ("train", None), "val": ("val", None), "test": ("val", None)}
+        count = round(n_train * (AUTO_VAL_FRACTION if setting == "auto" else setting)) \
+            if isinstance(setting, (str, float)) else setting
+        if not 1 <= count < n_train:
+            raise ConfigError(f"data.val_size={setting} gives {count} of {n_train} training images for validation: "
+                              "choose a size between 1 and the number of training images")
+        labels = np.array([y for _, y in self.files["train"]])
+        train, val = stratified_split(labels, [n_train - count, count], self.seed)
+        return {"train": ("train", torch.from_numpy(train)), "val": ("train", torch.from_numpy(val)),
+                "test": ("val", None)}
 
-    def _index(self) -> dict[str, list[tuple[Path, int]]]:
-        """(path, label) lists per split, in a fixed order."""
-        if self.samples:
-            return self.samples
-        root, classes = self.root, self.classes
-        samples = {"train": self._folder_split(root / "train", classes)}
-        if self.layout == "tinyimagenet":
-            samples["val"] = self._tiny_val(root, classes)
-        else:
-            for split in ("val", "test"):
-                if (root / split).is_dir():
-                    samples[split] = self._folder_split(root / split, classes)
-            if "val" not in samples:
-                raise ConfigError(f"{root}/val not found: add val/<class>/ images under data.root (model selection)")
-        self.samples = samples
-        return samples
+    @property
+    def val_is_test(self) -> bool:
+        self._index()
+        return self.splits["val"] == self.splits["test"]
 
-    def _folder_split(self, folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
-        if self.class_subset is None and self.num_classes_subset is None and folder.name != "train":
-            extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
-            if extra:  # labels would silently disagree with train's
-                raise ConfigError(
-                    f"{folder} has class folders {', '.join(extra[:5])} absent from train/: remove them or select"
-                    " classes via data.classes"
-                )
-        return [(p, i) for i, c in enumerate(classes) for p in list_images(folder / c)]
-
-    def _tiny_val(self, root: Path, classes: list[str]) -> list[tuple[Path, int]]:
-        ann = root / "val" / "val_annotations.txt"
-        if not ann.is_file():
-            raise ConfigError(
-                f"{ann} not found: set data.root to an extracted tiny-imagenet-200"
-                " (with val/images and val/val_annotations.txt)"
-            )
-        label = {c: i for i, c in enumerate(classes)}
-        out, counts = [], dict.fromkeys(classes, 0)
-        for line in ann.read_text().splitlines():
-            parts = line.split("\t")
-            if len(parts) >= 2 and parts[1] in label:
-                out.append((root / "val" / "images" / parts[0], label[parts[1]]))
-                counts[parts[1]] += 1
-        empty = [c for c, n in counts.items() if n == 0]
-        if empty:
-            raise ConfigError(
-                f"{ann} lists no validation images for {', '.join(empty[:5])}: fix the file or drop those classes"
-                " via data.classes"
-            )
-        missing = [p for p, _ in out if not p.is_file()]
-        if missing:
-            raise ConfigError(
-                f"{missing[0]} (listed in {ann}) not found, {len(missing)} missing in all: restore val/images"
-            )
-        return sorted(out)
+    def split_size(self, split: str) -> int:
+        self._index()
+        folder, positions = self.splits[split]
+        return len(self.files[folder]) if positions is None else len(positions)
 
     # -- Lightning hooks --
     def prepare_data(self) -> None:
         """Download (imagenette), scan images (verify) and build caches: runs on one process per node."""
-        if self.layout == "imagenette" and self.download and not self._exists():
+        if self.layout == "imagenette" and self.download and not self.tree.exists():
             url = Imagenette._ARCHIVES[self.imagenette_size][0]
             try:
-                Imagenette(str(self.root_setting), split="train", size=self.imagenette_size, download=True)
+                Imagenette(str(self.tree.root_setting), split="train", size=self.imagenette_size, download=True)
             except (OSError, RuntimeError) as e:
                 raise ConfigError(
-                    f"downloading {url} into data.root={self.root_setting} failed ({type(e).__name__}: {e}): extract"
-                    f" it under data.root yourself and set data.download=false"
+                    f"downloading {url} into data.root={self.tree.root_setting} failed ({type(e).__name__}: {e}): "
+                    "extract it under data.root yourself and set data.download=false"
                 ) from None
-        samples = self._index()
+        files = self._index()
         if self.cache:
             self._load_caches()
         elif self.verify and not self._scanned:
-            self.scan(p for split in samples.values() for p, _ in split)
+            self.scan(p for samples in files.values() for p, _ in samples)
 
     def scan(self, paths: Any) -> None:
         """Check every image cheaply (threads); one ConfigError listing the bad files."""
@@ -267,73 +182,65 @@ class ImageFolderDataModule(BaseImageDataModule):
 
     # -- cache --
     def cache_dir(self) -> Path:
-        return Path(self.cache_dir_setting).expanduser() if self.cache_dir_setting else self.root / ".cache"
+        return Path(self.cache_dir_setting).expanduser() if self.cache_dir_setting else image_cache.default_cache_dir()
 
-    def _decode_square(self, path: Path) -> np.ndarray:
-        img = load_rgb(path).resize((self.cache_size, self.cache_size), Image.BILINEAR)
-        return np.asarray(img).transpose(2, 0, 1)
+    def _decode(self, path: Path) -> np.ndarray:
+        return base_image(path, self.base_size).numpy()
 
     def _load_caches(self) -> None:
-        selection = hashlib.sha256(",".join(self.classes).encode()).hexdigest()[:8]
-        for split, samples in self._index().items():
-            files = [p for p, _ in samples]
-            arr, _path, built = image_cache.load_or_build(
-                files,
-                self.root,
-                self.cache_dir(),
-                f"{self.layout}-{split}-{selection}",
-                self.cache_size,
-                self._decode_square,
-                threads=min(8, cpu_count() * 2),
-            )
-            self.cache_events[split] = "built" if built else "reused"
-            self.cached[split] = (torch.from_numpy(arr), torch.tensor([y for _, y in samples], dtype=torch.int64))
+        """Load or build the cache of every folder; unreadable images of all folders are named in one error."""
+        unreadable: list[str] = []
+        for folder, samples in self._index().items():
+            if folder in self.cached:
+                continue
+            try:
+                arr, _, built = image_cache.load_or_build([p for p, _ in samples], self.root / folder,
+                                                          self.cache_dir(), self.base_size, self._decode,
+                                                          threads=min(8, cpu_count() * 2))
+            except image_cache.UnreadableImages as e:
+                unreadable += e.bad
+                continue
+            self.cache_events.setdefault(folder, "built" if built else "reused")
+            self.cached[folder] = (torch.from_numpy(arr), torch.tensor([y for _, y in samples], dtype=torch.int64))
+        if unreadable:
+            raise image_cache.UnreadableImages(unreadable)
         self._on_device.clear()
 
     # -- loaders --
     def _split_tensors(self) -> dict[str, tuple[Tensor, Tensor]]:
         return self.cached if self.cache else {}
 
-    def _uses_device_loader(self) -> bool:
-        return self.cache  # the cache is served by a DeviceLoader, on the accelerator or from host memory
+    def _from_tensors(self) -> bool:
+        return self.cache  # batches gathered from the cache; without it, workers decode the files
 
-    def transform(self, train: bool) -> v2.Compose:
-        size = self.image_size
-        head = (
-            [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
-            if train
-            else [v2.Resize(self.eval_resize, antialias=True), v2.CenterCrop(size)]
-        )
-        return v2.Compose(
-            [*head, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        )
-
-    def _split_for(self, split: str) -> str:
-        return split if split in self._index() else "val"  # no test/: test = val
-
-    def _loader(self, split: str) -> DeviceLoader | DataLoader:
+    def _loader(self, split: str) -> DeviceLoader:
         self.setup()
-        split, train = self._split_for(split), split == "train"
-        if not self.cache:
-            return self._dataloader(
-                ImageFileDataset(self.samples[split], self.transform(train)), train, self.num_workers()
-            )
-        device = self._device() if self.device_resident() else torch.device("cpu")
-        return self._device_loader(split, train, device, lambda: self.cached[split], mean=IMAGENET_MEAN,
-                                   std=IMAGENET_STD, flip=True, crop=self.image_size)
+        (folder, positions), train = self.splits[split], split == "train"
+        augment = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, flip=True, crop=self.image_size)
+        if self.cache:
+            device = self._device() if self.device_resident() else torch.device("cpu")
+            return self._device_loader(folder, train, device, lambda: self.cached[folder], positions, **augment)
+        samples = self.files[folder]
+        dataset = BaseImageDataset([p for p, _ in samples], [y for _, y in samples], self.base_size)
+        source = FileSource(dataset, torch.tensor([y for _, y in samples]), (3, self.base_size, self.base_size),
+                            self.num_workers(), positions)
+        return self._loader_over(source, train, self._device(), **augment)
 
     def _describe(self) -> dict[str, Any]:
-        samples = self._index()
+        self._index()
+        sources = {"train": "train/", "val": "val/", "test": "test/"}
+        val_folder, val_positions = self.splits["val"]
+        carved = None if val_positions is None else \
+            f"train/ (stratified {len(val_positions)} of {len(self.files['train'])}, seed {self.seed})"
         return {
-            "layout": self.layout,
-            "root": str(self.root),
-            "classes": ",".join(self.classes) if (self.class_subset or self.num_classes_subset) else "all",
-            **{f"{s}_size": len(samples[self._split_for(s)]) for s in SPLITS},
-            "test_source": "test" if "test" in samples else "val (no test/ split)",
-            "val_is_test": "test" not in samples,
-            "cache": self.cache,
-            "cache_size": self.cache_size if self.cache else None,
+            "layout": self.layout, "root": str(self.root),
+            "classes": ",".join(self.classes) if (self.tree.class_subset or self.tree.num_classes_subset) else "all",
+            **{f"{s}_size": self.split_size(s) for s in SPLITS},
+            "val_source": carved or sources[val_folder],
+            "test_source": sources[self.splits["test"][0]] + (" (also selected the checkpoint)" if self.val_is_test
+                                                              else " (held out)"),
+            "val_is_test": self.val_is_test, "cache": self.cache, "preprocess_size": self.base_size,
             "cache_dir": str(self.cache_dir()) if self.cache else None,
             "cache_status": ",".join(f"{k}={v}" for k, v in self.cache_events.items()) if self.cache else None,
-            "loader": "batched from cache" if self.cache else "DataLoader (PIL per image)",
+            "loader": "batched from cache" if self.cache else "DataLoader workers decode, batched augmentation",
         }

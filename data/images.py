@@ -1,19 +1,19 @@
 """Image files: decoding with one-line errors naming the file, a cheap integrity scan, listing a class folder, and
-the per-image Dataset of the uncached folder path."""
+the one preprocessing definition (`base_image`) that the cached and the uncached folder paths share."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms.v2 import functional as TF
 
 from models.errors import ConfigError
 
-_FIX_CORRUPT = "delete or replace the file (data.verify=true scans every image before training)"
+_FIX_CORRUPT = "delete or replace the file"
 
 
 class CorruptImageError(ConfigError):
@@ -71,13 +71,28 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-class ImageFileDataset(Dataset):
-    def __init__(self, samples: list[tuple[Path, int]], transform: Any) -> None:
-        self.samples, self.transform = samples, transform
+def base_side(image_size: int) -> int:
+    """Side of the stored base image for crops of ``image_size``: 224 -> 256, ImageNet's resize-then-crop ratio."""
+    return int(image_size * 256 / 224)
+
+
+def base_image(path: Path, side: int) -> Tensor:
+    """THE preprocessing of an image file, for the cached and the uncached path alike: decode to RGB, resize the
+    shorter side to ``side`` (bilinear, antialiased), centre-crop ``side`` x ``side``; uint8 (3, side, side).
+    Training then random-crops and flips, evaluation centre-crops (`data.device.DeviceLoader`)."""
+    img = load_rgb(path)
+    img = TF.center_crop(TF.resize(img, side, interpolation=TF.InterpolationMode.BILINEAR, antialias=True), side)
+    return TF.pil_to_tensor(img)
+
+
+class BaseImageDataset(Dataset):
+    """``base_image`` of every file (decoded in DataLoader workers) with its label."""
+
+    def __init__(self, files: list[Path], labels: list[int], side: int) -> None:
+        self.files, self.labels, self.side = files, labels, side
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        path, label = self.samples[i]
-        return self.transform(load_rgb(path)), label
+        return base_image(self.files[i], self.side), self.labels[i]

@@ -119,10 +119,16 @@ def context(rows: Sequence[Configuration]) -> str:
     """Hardware, epochs, data and precision as recorded by the (finished) runs themselves."""
     pairs = dict.fromkeys((run.get("data"), run.get("data/image_size")) for r in rows for run in r.finished())
     data = " / ".join(f"{d} at {s}x{s}" for d, s in pairs if d) or "–"
-    return "; ".join([f"hardware: {' / '.join(_values(rows, 'hardware/device')) or '–'}"
-                      f" ({' / '.join(_values(rows, 'hardware/device_type')) or '?'})",
-                      f"epochs: {' / '.join(_values(rows, 'epochs')) or '–'}", f"data: {data}",
-                      f"precision: {' / '.join(_values(rows, 'precision')) or '–'}"])
+    parts = [f"hardware: {' / '.join(_values(rows, 'hardware/device')) or '–'}"
+             f" ({' / '.join(_values(rows, 'hardware/device_type')) or '?'})",
+             f"epochs: {' / '.join(_values(rows, 'epochs')) or '–'}", f"data: {data}",
+             f"precision: {' / '.join(_values(rows, 'precision')) or '–'}"]
+    tests = _values(rows, "data/test_source")
+    if tests:
+        parts.append(f"test split: {' / '.join(tests)}")
+    if "yes" in _values(rows, "data/val_is_test"):
+        parts.append("CAVEAT: some runs report test on the val split that picked their checkpoint (data.val_size=0)")
+    return "; ".join(parts)
 
 
 def caption(rows: Sequence[Configuration], source: str) -> str:

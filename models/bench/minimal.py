@@ -55,11 +55,7 @@ class Minimal:
         loader = getattr(dm, f"{split}_dataloader")()  # standalone: a CPU DeviceLoader (rank 0 of 1)
         if not isinstance(loader, DeviceLoader):
             raise RuntimeError(f"expected a DeviceLoader for {split}, got {type(loader).__name__}")
-        if self.device.type != "cpu":  # the same loader moved to the accelerator (as under a Trainer)
-            loader.device = self.device
-            loader.images, loader.labels = loader.images.to(self.device), loader.labels.to(self.device)
-            loader._scale, loader._shift = loader._scale.to(self.device), loader._shift.to(self.device)
-        return loader
+        return loader.to(self.device)  # the same loader on the accelerator (as under a Trainer)
 
     def _autocast(self) -> Any:
         p = self.case.precision

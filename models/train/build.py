@@ -3,7 +3,7 @@ composed config. Nothing here trains; bad input raises `ConfigError` before the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from models.errors import ConfigError
 from models.network import Net
 from models.presets import get_spec
 from models.spec import NetSpec
-from models.train.callbacks import FiniteGuard, RunMeter, SaveOnSigterm
+from models.train.callbacks import FiniteGuard, PeriodicCheckpoint, RunMeter, SaveOnSigterm
 from models.train.checkpoints import AtomicCheckpointIO
 from models.train.config import TrainerSettings, check_resume
 from models.train.console import Announce, ProgressBar
@@ -84,8 +84,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: di
                            auto_insert_metric_name=False)
     callbacks: list[pl.Callback] = [FiniteGuard(every), best]
     if every > 0:  # a second writer of last.ckpt, every N optimizer steps
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
-                                         enable_version_counter=False))
+        callbacks.append(PeriodicCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
+                                            enable_version_counter=False))
     sigterm = SaveOnSigterm(str(ckpt_dir / "last.ckpt"))
     bar = [ProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     return [*callbacks, meter, sigterm, Announce(record), *bar], best, sigterm
@@ -100,7 +100,8 @@ def build_trainer(settings: TrainerSettings, run_dir: Path, loggers: list[Any],
         raise ConfigError(f"trainer: {' '.join(str(e).split())[:300]} (check the trainer.* overrides)") from None
 
 
-def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory: MeterFactory | None = None) -> Built:
+def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory: MeterFactory | None = None,
+          extra_callbacks: Sequence[pl.Callback] = ()) -> Built:
     """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys."""
     settings = TrainerSettings.from_cfg(cfg)  # cheap checks first: no data is read for a run that cannot start
     dm = load_data(cfg)
@@ -118,12 +119,11 @@ def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory:
                         compile=bool(cfg.get("compile", False)), model_knobs=spec.config())
     last = run_dir / CKPT_DIR / "last.ckpt"
     resume = last if last.exists() else None
-    if resume:
-        check_resume(resume, spec.config())
+    resumed = check_resume(resume, spec.config()) if resume else None
     meter = (meter_factory or RunMeter)(complexity.flops, **OmegaConf.to_container(cfg.get("measure") or {},
                                                                                     resolve=True))
     callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record)
-    loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record)
-    trainer = build_trainer(settings, run_dir, loggers, callbacks)
+    loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record, resumed)
+    trainer = build_trainer(settings, run_dir, loggers, [*callbacks, *extra_callbacks])
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,
                  channels_last)

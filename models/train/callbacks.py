@@ -23,7 +23,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from models.utils.system import device_name
@@ -108,6 +108,9 @@ class RunMeter(Callback):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         self.peak, self.peak_source = device_peak_flops(device, str(trainer.precision))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()  # a resumed epoch gets no on_train_epoch_start from Lightning
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -219,3 +222,18 @@ class FiniteGuard(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check(trainer, pl_module)
+
+
+class PeriodicCheckpoint(ModelCheckpoint):
+    """last.ckpt every N optimizer steps, except on a batch after which validation runs: Lightning resumes a
+    checkpoint of such a batch as if its validation had already happened (it skips it), and the validation-end
+    checkpoint follows within that same batch anyway."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loop = trainer.fit_loop
+        fetcher = getattr(loop, "_data_fetcher", None)
+        should_check_val = getattr(loop.epoch_loop, "_should_check_val_fx", None)
+        if fetcher is not None and callable(should_check_val) and should_check_val(fetcher):
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

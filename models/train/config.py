@@ -41,6 +41,42 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
+# Keys that say where and how a run executes, not what it trains: changing them keeps a run directory's identity.
+IDENTITY_NOISE = ("run_dir", "logger", "tags", "summary", "verbose", "measure", "ddp_timeout_s", "checkpoint",
+                  "experiment", "ablation", "channels_last", "compile", "hydra", "data.root", "data.download",
+                  "data.verify", "data.num_workers", "data.cache", "data.cache_dir", "data.device_resident",
+                  "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+                  "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                  "trainer.benchmark", "trainer.num_sanity_val_steps", "trainer.profiler", "trainer.detect_anomaly")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
+    """A run directory belongs to the configuration that created it (its config.yaml): another one is refused,
+    naming the differing keys, before anything is written. Noise keys (IDENTITY_NOISE) may differ; keys the saved
+    config lacks (options added to the project since) are not compared."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False))
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    noise = tuple(IDENTITY_NOISE)
+    differ = [k for k in saved if k in now and saved[k] != now[k]
+              and not any(k == n or k.startswith(n + ".") for n in noise)]
+    if differ:
+        if "model.name" in differ:  # another preset: its knobs differ too, the name says it
+            differ = [k for k in differ if k == "model.name" or not k.startswith("model.")]
+        shown = ", ".join(f"{k}={saved[k]!r} (now {now[k]!r})" for k in differ[:4])
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        raise ConfigError(f"run directory {run_dir} belongs to another configuration: {shown}{more}: re-run it with "
+                          f"the settings of {saved_path}, or give this one its own hydra.run.dir")
+
+
 def hydra_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
@@ -136,9 +172,11 @@ class TrainerSettings:
         return kwargs
 
 
-def check_resume(ckpt: Path, knobs: dict[str, Any]) -> None:
-    """The checkpoint must load (weights_only) and come from the same architecture."""
-    saved = load_checkpoint(ckpt, mmap=True).get("hyper_parameters", {}).get("model", {})
+def check_resume(ckpt: Path, knobs: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint must load (weights_only) and come from the same architecture. Returns what it recorded about
+    the run besides weights (epoch, step, CSV rows, wall time)."""
+    checkpoint = load_checkpoint(ckpt, mmap=True)
+    saved = checkpoint.get("hyper_parameters", {}).get("model", {})
     for key in sorted((set(saved) | set(knobs)) - {"depth", "width"}):  # real knobs, not the derived ones
         old, new = saved.get(key), knobs.get(key)
         if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
@@ -146,3 +184,4 @@ def check_resume(ckpt: Path, knobs: dict[str, Any]) -> None:
         if old != new:
             raise ConfigError(f"model.{key}={new!r} but checkpoint {ckpt} was trained with model.{key}={old!r}: "
                               "use the same model to resume, or a new hydra.run.dir for a new run")
+    return {k: checkpoint.get(k) for k in ("epoch", "global_step", "csv_rows", "wall_time_s")}

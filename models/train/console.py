@@ -156,6 +156,8 @@ SUMMARY_KEYS = (("run", "run_dir"), ("status", "status"), ("model", "model"), ("
 
 def summary_table(record: dict[str, Any]) -> str:
     rows = [(label, record.get(key)) for label, key in SUMMARY_KEYS]
+    if record.get("data/test_source"):
+        rows.append(("splits", f"val = {record.get('data/val_source')}, test = {record['data/test_source']}"))
     if record.get("data/val_is_test"):
         rows.append(("note", "test/acc is on the val split that also picked the checkpoint (data.val_size=0)"))
     if record.get("wandb_dir"):

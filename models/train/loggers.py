@@ -3,6 +3,7 @@ and per-layer table, finished with its record. wandb runs offline unless the use
 
 from __future__ import annotations
 
+import csv
 import os
 import secrets
 import string
@@ -10,11 +11,85 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
 from models.complexity import Complexity
 
 WANDB_ID_FILE = "wandb_id.txt"
+
+
+SUPERSEDED = "superseded.csv"
+
+
+class _ResumableWriter(ExperimentWriter):
+    """metrics.csv kept as the history up to the resumed checkpoint (its first `keep_rows` rows; None = all), later
+    rows appended with the same columns. Rows an interrupted invocation wrote after that checkpoint are moved, not
+    deleted, to superseded.csv: the resumed run logs those steps again."""
+
+    def __init__(self, log_dir: str, keep_rows: int | None) -> None:
+        self._keep_rows, self.rows = keep_rows, 0
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's deletes the old metrics.csv here
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = list(reader.fieldnames or []), list(reader)
+        keep = len(rows) if self._keep_rows is None else min(self._keep_rows, len(rows))
+        if rows[keep:]:
+            _append_rows(path.with_name(SUPERSEDED), header, rows[keep:])
+        _write_rows(path, header, rows[:keep])
+        self.metrics_keys, self.rows = header, keep
+
+    def save(self) -> None:
+        pending = len(self.metrics)
+        super().save()
+        self.rows += pending
+
+
+def _write_rows(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _append_rows(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    old_header, old = [], []
+    if path.is_file():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            old_header, old = list(reader.fieldnames or []), list(reader)
+    _write_rows(path, list(dict.fromkeys([*old_header, *header])), [*old, *rows])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger (`<run dir>/csv/metrics.csv`) that never loses history on a resume (see
+    `_ResumableWriter`); `keep_rows` is the row count the resumed checkpoint recorded (0 for a fresh start)."""
+
+    def __init__(self, *args: Any, keep_rows: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_rows = keep_rows
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _ResumableWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumableWriter(self.log_dir, self._keep_rows)
+        return self._experiment
+
+    def rows_written(self) -> int:
+        """Flush, then the number of rows in metrics.csv: what a checkpoint taken now covers."""
+        self.save()
+        return self.experiment.rows
 
 
 def wandb_mode(offline: bool | None) -> str:
@@ -50,7 +125,9 @@ def _wandb(cfg: DictConfig, lcfg: dict[str, Any], run_dir: Path, run_name: str, 
     return logger
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, record: dict[str, Any]) -> list[Any]:
+def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, record: dict[str, Any],
+                  resume: dict[str, Any] | None = None) -> list[Any]:
+    """The loggers of `logger.*`; `resume` holds what the resumed checkpoint recorded (e.g. its CSV row count)."""
     loggers: list[Any] = []
     for key, lcfg in (cfg.get("logger") or {}).items():
         lcfg = OmegaConf.to_container(lcfg, resolve=True)
@@ -58,7 +135,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, record: dict[st
         if target.endswith("WandbLogger"):
             loggers.append(_wandb(cfg, lcfg, run_dir, run_name, record))
         elif target.endswith("CSVLogger"):
-            loggers.append(hydra.utils.instantiate(lcfg, save_dir=str(run_dir), name=key, version=""))
+            keep = resume.get("csv_rows") if resume else 0  # a fresh start: earlier rows belong to nothing
+            loggers.append(hydra.utils.instantiate(lcfg, save_dir=str(run_dir), name=key, version="",
+                                                   keep_rows=keep))
         elif target:
             loggers.append(hydra.utils.instantiate(lcfg))
     return loggers

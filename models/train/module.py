@@ -24,6 +24,8 @@ from models.errors import ConfigError
 from models.train.optim import LRSchedule, OptimConfig, make_optimizer
 from models.train.records import Diverged
 
+_TRAIN_METRICS = ("train_acc", "train_acc_top5")
+
 
 def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
     # validate_args=False: inputs are our own logits/labels; the checks cost host syncs on every batch
@@ -85,6 +87,7 @@ class Classifier(pl.LightningModule):
         # Training loss of the epoch, accumulated on the device (no per-step self.log: see training_step)
         self._train_loss_sum: torch.Tensor | None = None
         self._train_images = 0
+        self._epoch_row: dict[str, float] | None = None  # the last epoch's train/*, while not yet written
         self.test_prefix = "test"  # training.py sets "test_last" to evaluate the last checkpoint separately
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,34 +126,46 @@ class Classifier(pl.LightningModule):
             self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        self._train_loss_sum, self._train_images = None, 0
-        state, self._resumed_train_state = getattr(self, "_resumed_train_state", None), None
-        # Resumed inside an epoch: continue its sums. Single process only: under DDP each rank had its own sums and
-        # the checkpoint holds rank 0's, so there the resumed epoch's train/* cover the batches after the restart.
-        if state and self.trainer.world_size == 1 and state["train_images"]:
-            _set_metric_state(self.metrics["train_acc"], state["train_acc"])
-            _set_metric_state(self.metrics["train_acc_top5"], state["train_acc_top5"])
-            self._train_loss_sum = state["train_loss_sum"].to(self.device)
-            self._train_images = int(state["train_images"])
 
-    def on_train_epoch_end(self) -> None:
-        if self._train_images:
-            kw = {"on_step": False, "on_epoch": True, "sync_dist": True}  # acc is already synced by compute()
-            self.log("train/loss_epoch", self._train_loss_sum / self._train_images, prog_bar=True, **kw)
-            self.log("train/acc", self.metrics["train_acc"].compute(), **kw)
-            self.log("train/acc_top5", self.metrics["train_acc_top5"].compute(), **kw)
-        self.metrics["train_acc"].reset()
-        self.metrics["train_acc_top5"].reset()
-        self._train_loss_sum, self._train_images = None, 0
-
-    # ------------------------------------------------------------------ eval
-    # Same pattern: per batch only metric updates (exact per-image means across uneven batches and ranks), one log
-    # per key at epoch end.
     def on_train_start(self) -> None:
         if not self.trainer.ckpt_path:  # a resumed run keeps its best-so-far
             self.val_acc_best.reset()
 
+    def on_fit_start(self) -> None:  # after the checkpoint is restored; also when nothing is left to train
+        pending, self._pending_epoch = getattr(self, "_pending_epoch", None), None
+        if pending:  # see on_save_checkpoint: the interrupted epoch's row, then a clean start
+            for logger in self.trainer.loggers:
+                logger.log_metrics({**pending["metrics"], "epoch": pending["epoch"]}, step=pending["step"])
+            self._reset_train_sums()
+
+    def _train_epoch_metrics(self) -> dict[str, torch.Tensor]:
+        """The epoch's train/* (accuracy synced across ranks by compute(); the loss averaged over ranks)."""
+        loss = self.trainer.strategy.reduce(self._train_loss_sum / self._train_images, reduce_op="mean")
+        return {"train/loss_epoch": loss, "train/acc": self.metrics["train_acc"].compute(),
+                "train/acc_top5": self.metrics["train_acc_top5"].compute()}
+
+    def _reset_train_sums(self) -> None:
+        self.metrics["train_acc"].reset()
+        self.metrics["train_acc_top5"].reset()
+        self._train_loss_sum, self._train_images = None, 0
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_row = None  # the previous epoch's row has reached the loggers by now
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_images:
+            metrics = self._train_epoch_metrics()  # already reduced across ranks
+            for key, value in metrics.items():
+                self.log(key, value, on_step=False, on_epoch=True, prog_bar=key == "train/loss_epoch")
+            self._epoch_row = {k: float(v) for k, v in metrics.items()}  # until Lightning writes it (see saving)
+        self._reset_train_sums()
+
+    def on_train_end(self) -> None:
+        self._epoch_row = None
+
+    # ------------------------------------------------------------------ eval
+    # Same pattern: per batch only metric updates (exact per-image means across uneven batches and ranks), one log
+    # per key at epoch end.
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
         self.metrics["val_acc"].update(logits, y)
@@ -193,6 +208,37 @@ class Classifier(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
+    # ------------------------------------------------------------------ the training epoch's sums across restarts
+    def _train_state(self) -> dict[str, torch.Tensor]:
+        """This rank's running sums of the epoch as tensors: the accuracy metrics' states, loss sum, image count."""
+        loss = self._train_loss_sum if self._train_loss_sum is not None else torch.zeros((), device=self.device)
+        state = {"loss_sum": loss.detach().float(), "images": torch.tensor(self._train_images, device=self.device)}
+        for name in _TRAIN_METRICS:
+            metric = self.metrics[name]
+            state.update({f"{name}/{k}": v.detach() for k, v in metric.metric_state.items()
+                          if isinstance(v, torch.Tensor)})
+            state[f"{name}/_update_count"] = torch.tensor(metric._update_count, device=self.device)
+        return state
+
+    def _gather(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every rank's `state`, stacked along a leading rank dimension, on the CPU."""
+        if self.trainer.world_size > 1:
+            return {k: self.all_gather(v).cpu() for k, v in state.items()}
+        return {k: v.unsqueeze(0).cpu() for k, v in state.items()}
+
+    def _restore_train_state(self, saved: dict[str, torch.Tensor] | None) -> None:
+        if not saved or next(iter(saved.values())).shape[0] != self.trainer.world_size:
+            return  # no sums saved, or another number of ranks: the resumed epoch counts from the restart
+        state = {k: v[self.global_rank].to(self.device) for k, v in saved.items()}
+        for name in _TRAIN_METRICS:
+            metric = self.metrics[name]
+            for key in metric.metric_state:
+                if f"{name}/{key}" in state:
+                    setattr(metric, key, state[f"{name}/{key}"])
+            metric._update_count, metric._computed = int(state[f"{name}/_update_count"]), None
+        self._train_images = int(state["images"])
+        self._train_loss_sum = state["loss_sum"] if self._train_images else None
+
     # ------------------------------------------------------------------ RNG state in checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not store RNG state; we do, as tensors/tuples so weights_only loading accepts them.
@@ -204,20 +250,26 @@ class Classifier(pl.LightningModule):
             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
         }
         # Running metric state (tensors only, weights_only-safe), so that a resumed run reports what an uninterrupted
-        # one would: the best val accuracy so far, and the training sums of the epoch the checkpoint was taken in.
-        checkpoint["metric_state"] = {
-            "val_acc_best": _metric_state(self.val_acc_best),
-            "train_acc": _metric_state(self.metrics["train_acc"]),
-            "train_acc_top5": _metric_state(self.metrics["train_acc_top5"]),
-            "train_loss_sum": None if self._train_loss_sum is None else self._train_loss_sum.detach().cpu(),
-            "train_images": self._train_images,
-        }
+        # one would: the best val accuracy so far, and EVERY rank's training sums of the epoch the checkpoint was
+        # taken in (gathered: a collective, fine because every rank saves).
+        checkpoint["metric_state"] = {"val_acc_best": _metric_state(self.val_acc_best)}
+        checkpoint["train_epoch_state"] = self._gather(self._train_state())
+        # Taken after the epoch's last batch but before its train/* row reached the loggers (ModelCheckpoint saves in
+        # on_train_epoch_end, before Lightning writes what was logged there; SIGTERM stops before the epoch end):
+        # Lightning resumes such a checkpoint in the next epoch without the epoch hooks, so the resumed run writes
+        # that row itself (on_fit_start), at the (epoch, step) Lightning would have used.
+        last_batch = self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if self._epoch_row is not None or (self._train_images and last_batch):
+            row = self._epoch_row or {k: float(v) for k, v in self._train_epoch_metrics().items()}
+            checkpoint["train_epoch_pending"] = {"metrics": row, "epoch": self.current_epoch,
+                                                 "step": self.global_step - 1}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("metric_state")
         if state:
             _set_metric_state(self.val_acc_best, state["val_acc_best"])
-            self._resumed_train_state = state  # applied by on_train_epoch_start (which would reset it otherwise)
+        self._restore_train_state(checkpoint.get("train_epoch_state"))
+        self._pending_epoch = checkpoint.get("train_epoch_pending")
         rng = checkpoint.get("rng")
         if not rng:
             return

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -23,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from models.errors import ConfigError
 from models.train import console
 from models.train.build import Built, MeterFactory, build
-from models.train.config import hydra_overrides, resolve_run_dir
+from models.train.config import check_same_config, hydra_overrides, resolve_run_dir
 from models.train.console import log
-from models.train.loggers import wandb_finish, wandb_start
+from models.train.loggers import ResumableCSVLogger, wandb_finish, wandb_start
 from models.train.records import DONE, RESULTS, Diverged, atomic_write_json, read_results
 from models.utils.system import machine
 
@@ -33,22 +34,46 @@ EXIT_SIGTERM = 143  # what SLURM and shells expect from a job that stopped on SI
 
 
 class RunRecord:
-    """The results.json of one run as it is being written: its keys, its timer, and who may write it."""
+    """The results.json of one run as it is being written: its keys, its clock, and who may write it.
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
+    Wall time adds up every invocation of the run directory: the previous record's total (an invocation killed by
+    SIGKILL counts until its last checkpoint, when the record was last written) plus this one's."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str], previous: dict[str, Any] | None) -> None:
         self.cfg, self.dir, self.t0 = cfg, run_dir, time.perf_counter()
         self.is_zero = rank_zero_only.rank == 0  # DDP ranks > 0 never write the record
+        previous = previous or {}
+        self.earlier_s = float(previous.get("wall_time_s") or 0.0)
         self.data: dict[str, Any] = {
             "status": "running", "run_dir": str(run_dir), "experiment": str(cfg.experiment),
             "ablation": cfg.get("ablation"), "tags": list(cfg.get("tags") or []), "seed": int(cfg.seed),
-            "overrides": overrides}
+            "overrides": overrides, "invocations": int(previous.get("invocations") or 0) + 1}
 
     def write(self) -> None:
         if self.is_zero and self.dir.exists():
             atomic_write_json(self.dir / RESULTS, self.data)
 
     def stop_clock(self) -> None:
-        self.data["wall_time_s"] = time.perf_counter() - self.t0
+        last = time.perf_counter() - self.t0
+        self.data.update({"wall_time_s": self.earlier_s + last, "wall_time_s/last": last})
+
+
+class Bookkeeper(Callback):
+    """What every checkpoint records besides the weights, so that a resume continues the run's records exactly: the
+    CSV rows written so far (the history up to it) and the wall time; results.json is rewritten with that time."""
+
+    def __init__(self, run: RunRecord) -> None:
+        self.run = run
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                checkpoint["csv_rows"] = logger.rows_written()
+        self.run.stop_clock()
+        checkpoint["wall_time_s"] = self.run.data["wall_time_s"]
+        self.run.write()
 
 
 def begin(run: RunRecord, parts: Built) -> None:
@@ -64,10 +89,26 @@ def begin(run: RunRecord, parts: Built) -> None:
     for tmp in run.dir.glob("**/.*.tmp"):  # leftovers of a write killed mid-way (the target is intact)
         tmp.unlink(missing_ok=True)
     OmegaConf.save(cfg, run.dir / "config.yaml", resolve=True)
+    save_hydra_files(run.dir, cfg)
     run.data["wandb_dir"] = wandb_start(parts.loggers, {
         **run.data, "optim": OmegaConf.to_container(cfg.optim, resolve=True),
         "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity)
     run.write()
+
+
+def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
+    """What Hydra would write into .hydra/ (hydra.output_subdir is null): written by a starting or resuming run only,
+    so a finished run's directory keeps the files of the command that trained it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    out = run_dir / ".hydra"
+    out.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), out / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), out / "overrides.yaml")
 
 
 def fit(run: RunRecord, parts: Built) -> None:
@@ -133,17 +174,18 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, meter_factory: Me
           ) -> dict[str, Any]:
     """One run; returns its record. `meter_factory` replaces RunMeter (the benchmark passes a recording one)."""
     run_dir = resolve_run_dir(cfg)
+    check_same_config(run_dir, cfg)  # before anything is written into it
     previous = read_results(run_dir)
     verbose = bool(cfg.get("verbose", False))
     if previous and previous.get("status") in DONE:
         console.setup(None, verbose)  # nothing is written into a finished run's directory
         return done(run_dir, previous, cfg)
     console.setup(run_dir, verbose)
-    run = RunRecord(cfg, run_dir, hydra_overrides() if overrides is None else list(overrides))
+    run = RunRecord(cfg, run_dir, hydra_overrides() if overrides is None else list(overrides), previous)
     parts: Built | None = None
     try:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        parts = build(cfg, run_dir, run.data, meter_factory)
+        parts = build(cfg, run_dir, run.data, meter_factory, [Bookkeeper(run)])
         begin(run, parts)
         fit(run, parts)
         if run.data["status"] == "running" and "interrupted" not in run.data:

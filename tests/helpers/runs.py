@@ -66,3 +66,13 @@ def data_config(name: str, **overrides: Any) -> dict[str, Any]:
 
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "data" / f"{name}.yaml"), resolve=True)
     return {**cfg, **overrides}
+
+
+def csv_history(run_dir: Path, drop_prefix: tuple[str, ...] = ("perf/",)) -> list[dict[str, str]]:
+    """Every row of `<run dir>/csv/metrics.csv` (as text), without the timing columns (measurements, not results)."""
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        rows = [{k: v for k, v in row.items() if v != "" and not k.startswith(drop_prefix)}
+                for row in csv.DictReader(f)]
+    return [row for row in rows if set(row) - {"epoch", "step"}]  # rows that held only timing keys are gone

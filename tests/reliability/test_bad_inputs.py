@@ -72,6 +72,21 @@ def truncated_jpeg(tmp: Path) -> None:
     jpg.write_bytes(jpg.read_bytes()[:200])
 
 
+def two_bad_images(tmp: Path) -> None:
+    truncated_jpeg(tmp)
+    (tmp / "images" / "val" / "cat" / "0.jpg").write_bytes(b"not a jpeg")
+
+
+def other_config(tmp: Path) -> None:
+    """A run directory created by another configuration (its config.yaml says optim.lr=0.5)."""
+    from omegaconf import OmegaConf
+
+    from helpers.runs import compose_train
+
+    (tmp / "run").mkdir(parents=True)
+    OmegaConf.save(compose_train([*TINY, "logger=none", "optim.lr=0.5"]), tmp / "run" / "config.yaml", resolve=True)
+
+
 def empty_class(tmp: Path) -> None:
     (_folder(tmp) / "train" / "bird").mkdir()
     (tmp / "images" / "val" / "bird").mkdir()
@@ -171,6 +186,8 @@ M = {  # the exact messages ({tmp}: the row's temp dir; {cpus}: CPU count; {*}: 
     "unknown-ablation": "unknown ablation 'resnet_vs_everything': choose one of factorial, factorial_tiny, head_fc_vs_gap, head_fc_vs_gap_224, head_fc_vs_gap_224_tiny, head_fc_vs_gap_tiny, residual_vs_plain, residual_vs_plain_tiny, seed_question, seed_question_tiny, stem, stem_tiny",
     "report-no-runs": "no runs (results.json) under {tmp}/empty: point report.py at a sweep directory such as runs/ablation/<name>, or run one with scripts/ablate.py",
     "report-missing-dir": "{tmp}/nothing is not a directory: pass a runs directory (e.g. runs/ablation/<name>) or an ablation name",
+    "jpeg-truncated-cache": "2 unreadable image(s) while building the image cache: {tmp}/images/train/dog/1.jpg ({*}); {tmp}/images/val/cat/0.jpg ({*}): delete or replace them (the cache decodes every image, so nothing was trained)",
+    "run-dir-other-config": "run directory {tmp}/run belongs to another configuration: optim.lr=0.5 (now 0.1): re-run it with the settings of {tmp}/run/config.yaml, or give this one its own hydra.run.dir",
     "no-length": "trainer.max_epochs=null and trainer.max_steps=-1 give the run no length (Lightning would silently train 1000 epochs): set trainer.max_epochs=N or trainer.max_steps=N",
     "unlimited-epochs-schedule": "trainer.max_epochs=-1 (no limit) with sched.name=cosine: the schedule needs the run's number of optimizer steps: set trainer.max_epochs=N or trainer.max_steps=N, or sched.name=constant",
     "max-time-schedule": "trainer.max_time='00:01:00:00' stops the run by the clock, so sched.name=cosine cannot know how many steps it spans: drop trainer.max_time (use max_epochs / max_steps) or set sched.name=constant",
@@ -222,6 +239,11 @@ CATALOGUE: list[Bad] = [
         setup=pickle_bomb_checkpoint),
     Bad("resume-other-model", "resume with a different model than the checkpoint", T, (), M["resume-other-model"],
         setup=other_model_checkpoint),
+    Bad("jpeg-truncated-cache", "unreadable images while building the image cache (all named)", T,
+        ("data=imagefolder", "data.root={tmp}/images", "data.cache=true", "data.cache_dir={tmp}/cache"),
+        M["jpeg-truncated-cache"], setup=two_bad_images),
+    Bad("run-dir-other-config", "a run directory re-used by another configuration", T, (),
+        M["run-dir-other-config"], setup=other_config),
     Bad("no-length", "no run length at all (Lightning would default to 1000 epochs)", T, ("trainer.max_epochs=null",),
         M["no-length"]),
     Bad("unlimited-epochs-schedule", "unlimited epochs (Lightning's -1) with a schedule that needs the length", T,

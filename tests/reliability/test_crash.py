@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from helpers.kills import STEPS, train
+from helpers.runs import csv_history
 from models.train.checkpoints import load_checkpoint
 from models.train.records import read_results
 
@@ -52,33 +53,48 @@ def test_kills_at_named_points_then_rerun_is_identical_to_uninterrupted(tmp_path
     assert r["status"] == "running" and r["interrupted"] == "SIGTERM" and r["interrupted_at_step"] == 4
     assert load_checkpoint(last)["global_step"] == 4  # step 3 finished, then the signal was honoured
 
-    # 2. SIGKILL mid-epoch (epoch 1, third batch): last.ckpt is the mid-epoch one of step 6
+    # 2. SIGKILL as epoch 1 begins: last.ckpt is epoch 0's validation-end one (step 5), taken before epoch 0's train/*
+    # row was logged; Lightning resumes it in epoch 1 without epoch hooks, so the resumed run logs that row itself
+    p = train(run_dir, tmp_path, "train_step:5")
+    assert fired.exists() and p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    assert load_checkpoint(last)["global_step"] == 5 and "train_epoch_pending" in load_checkpoint(last)
+
+    # 3. SIGKILL mid-epoch (epoch 1, third batch): last.ckpt is the mid-epoch one of step 6
     p = train(run_dir, tmp_path, "train_step:7")
     assert fired.exists() and p.returncode == -signal.SIGKILL, p.stderr[-3000:]
     assert read_results(run_dir)["status"] == "running"
     assert load_checkpoint(last)["global_step"] == 6
 
-    # 3. SIGKILL during epoch 1's validation: last.ckpt is the one written after step 10 (end of the epoch's batches)
+    # 4. SIGKILL during epoch 1's validation: last.ckpt is step 8's (the periodic writer skips step 10, the batch
+    # after which validation runs: Lightning would resume such a checkpoint as if that validation had happened)
     p = train(run_dir, tmp_path, "validation:1")
     assert fired.read_text() == "validation epoch 1 at step 10" and p.returncode == -signal.SIGKILL, p.stderr[-3000:]
-    assert load_checkpoint(last)["global_step"] == 10
+    assert load_checkpoint(last)["global_step"] == 8
 
-    # 4. SIGKILL while the re-run writes its first checkpoint: the temp file is left, the old file is intact
+    # 5. SIGKILL while the re-run writes its first checkpoint: the temp file is left, the old file is intact
     p = train(run_dir, tmp_path, "ckpt_write:1")
     assert fired.read_text().startswith("checkpoint write") and p.returncode == -signal.SIGKILL, p.stderr[-3000:]
     assert list((run_dir / "checkpoints").glob(".*.ckpt.*.tmp")), "the kill did not land mid-write"
-    assert load_checkpoint(last)["global_step"] == 10  # the previous good file
+    assert load_checkpoint(last)["global_step"] == 8  # the previous good file
     assert read_results(run_dir)["status"] == "running"
 
-    # 5. the same command, no hook: resumes and finishes
+    # 6. the same command, no hook: resumes and finishes
     p = train(run_dir, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert f"resuming from {last} at epoch 2, step 10" in p.stdout  # where the previous good file left off
+    assert f"resuming from {last} at epoch 1, step 8" in p.stdout  # where the previous good file left off
     assert not list(run_dir.rglob("*.tmp"))  # leftovers of the killed write are cleaned up
 
     a, b = read_results(ref_dir), read_results(run_dir)
     assert b["status"] == "finished" and b["steps"] == STEPS and b["resumed_from"] == str(last)
     assert {k: a.get(k) for k in METRICS} == {k: b.get(k) for k in METRICS}
+    # EVERY logged metric, train ones included, over the whole history: the CSV of the run stopped five times equals
+    # the uninterrupted one row for row (the rows a killed invocation wrote after its last checkpoint were moved to
+    # superseded.csv, not lost); only the timing columns (perf/*: measurements, not results) may differ.
+    assert csv_history(run_dir) == csv_history(ref_dir)
+    assert (run_dir / "csv" / "superseded.csv").is_file()
+    # six invocations (five killed or stopped), their wall time added up
+    assert b["invocations"] == 6 and b["wall_time_s"] > b["wall_time_s/last"] > 0
+    assert a["invocations"] == 1 and a["wall_time_s"] == a["wall_time_s/last"]
     # val/acc_best survives the restarts: the max over all epochs, including those validated before a kill
     with open(ref_dir / "csv" / "metrics.csv") as f:
         val_acc = [float(row["val/acc"]) for row in csv.DictReader(f) if row.get("val/acc")]

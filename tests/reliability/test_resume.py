@@ -4,7 +4,6 @@ clean errors; a SIGKILL while a checkpoint is being written leaves the previous 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,20 +15,28 @@ import pytest
 import torch
 
 from helpers.runs import FAST_TRAIN, REPO, compose_train
+from helpers.wandb import history
 from models.errors import ConfigError
 from models.train.checkpoints import load_checkpoint
 from models.train.records import read_results
 from models.train.run import train
 
-WANDB = Path(sys.executable).with_name("wandb")
+EPOCH_KEYS = ("train/acc", "train/acc_top5", "train/loss_epoch", "val/acc", "val/loss", "val/acc_top5",
+              "val/acc_best")
 
 
 def _history_steps(wandb_file: Path) -> list[int]:
-    out = subprocess.run([str(WANDB), "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    records = [json.loads(line) for line in out.splitlines() if '"history"' in line]
-    return [r["history"]["item"]["trainer/global_step"] for r in records
-            if "train/loss_step" in r["history"]["item"]]  # training-step rows
+    return [row["trainer/global_step"] for row in history(wandb_file) if "train/loss_step" in row]  # step rows
+
+
+def _epoch_history(run_dir: Path) -> dict[tuple[int, str], float]:
+    """Every per-epoch value wandb holds for the run (all its .wandb files: one per invocation), by (epoch, key).
+    A step re-done after a kill may appear twice (wandb cannot forget a row): the later value counts."""
+    out: dict[tuple[int, str], float] = {}
+    for wandb_file in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        for row in history(wandb_file):
+            out.update({(int(row["epoch"]), k): row[k] for k in EPOCH_KEYS if k in row})
+    return out
 
 
 @pytest.mark.slow
@@ -37,7 +44,7 @@ def test_sigterm_then_resume_then_not_retrained(train_script, wandb_env: Path, t
     run_dir = tmp_path / "run"
     # 32x32 so that steps take long enough to interrupt; last.ckpt every 2 steps; 3 epochs x 6 steps = 18 steps
     args = [*FAST_TRAIN, "data.image_size=32", "trainer.limit_train_batches=6", "trainer.max_epochs=3",
-            "checkpoint.every_n_steps=2", "logger=wandb", f"hydra.run.dir={run_dir}"]
+            "trainer.deterministic=true", "checkpoint.every_n_steps=2", "logger=wandb", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -57,8 +64,9 @@ def test_sigterm_then_resume_then_not_retrained(train_script, wandb_env: Path, t
     assert 0 < stopped < 18
     assert load_checkpoint(last)["global_step"] == stopped  # the resumable checkpoint is the interrupted state
 
-    # a different model cannot resume this run (checked before anything is trained)
-    with pytest.raises(ConfigError, match=r"model\.depths=\[5, 5, 5\] but checkpoint .*last\.ckpt"):
+    # a different model cannot resume this run (checked before anything is written or trained)
+    with pytest.raises(ConfigError, match=r"belongs to another configuration: model.name='resnet20' \(now "
+                                          r"'resnet32'\): re-run it with the settings of .*config.yaml"):
         train(compose_train([*args[:-1], "model=resnet32", f"run_dir={run_dir}"]))
 
     # the same command again: resumes from last.ckpt and finishes
@@ -72,6 +80,11 @@ def test_sigterm_then_resume_then_not_retrained(train_script, wandb_env: Path, t
     assert len(wandb_files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in wandb_files)
     steps = _history_steps(wandb_files[1])
     assert steps and min(steps) >= stopped  # the global step continues where it stopped
+    # the whole per-epoch history (train/* included) equals an uninterrupted run's
+    reference = train_script([*args[:-1], f"hydra.run.dir={tmp_path / 'reference'}"], timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    expected = _epoch_history(tmp_path / "reference")
+    assert len(expected) == 3 * len(EPOCH_KEYS) and _epoch_history(run_dir) == expected
 
     # and once more: a finished run is reported, not retrained
     third = train_script(args, timeout=120)

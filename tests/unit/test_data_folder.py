@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
 from data import build_datamodule
 from data.folder import ImageFolderDataModule
@@ -29,30 +31,56 @@ def _dm(root: Path, **kw) -> ImageFolderDataModule:
     return ImageFolderDataModule(root=str(root), **{"image_size": 32, "batch_size": 4, "num_workers": 0, **kw})
 
 
-def test_imagefolder_basics(tree: Path) -> None:
+def test_imagefolder_basics_val_carved_from_train_and_val_folder_held_out(tree: Path) -> None:
     dm = _dm(tree)
     info = dm.describe()
     assert info["num_classes"] == 3 and dm.classes == WNIDS
-    assert (info["train_size"], info["val_size"], info["test_size"]) == (18, 6, 6)
-    assert info["test_source"] == "val (no test/ split)" and info["val_is_test"] is True
-    assert {p.suffix for p, _ in dm.samples["train"]} == {".jpg", ".png"}
+    assert (info["train_size"], info["val_size"], info["test_size"]) == (16, 2, 6)  # auto: 10% of train/'s 18
+    assert info["val_source"] == "train/ (stratified 2 of 18, seed 0)" and info["val_is_test"] is False
+    assert info["test_source"] == "val/ (held out)"
+    assert {p.suffix for p, _ in dm.files["train"]} == {".jpg", ".png"}
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert len(dm.train_dataloader()) == 4 and len(dm.val_dataloader()) == 2
-    xv, yv = next(iter(dm.val_dataloader()))
-    assert yv.tolist() == [0, 0, 1, 1] and xv.min() > -2.2 and xv.max() < 2.7  # ImageNet-normalised range
+    assert len(dm.train_dataloader()) == 4 and len(dm.val_dataloader()) == 1 and len(dm.test_dataloader()) == 2
+    xt, yt = next(iter(dm.test_dataloader()))
+    assert yt.tolist() == [0, 0, 1, 1] and xt.min() > -2.2 and xt.max() < 2.7  # ImageNet-normalised range
+    train = {p for p, _ in dm.files["train"]}
+    carved = [dm.files["train"][i][0] for i in dm.splits["val"][1].tolist()]
+    kept = [dm.files["train"][i][0] for i in dm.splits["train"][1].tolist()]
+    assert set(carved) | set(kept) == train and not set(carved) & set(kept)  # a partition of train/
 
 
-def test_test_split_is_used_when_present(tree: Path) -> None:
+def test_val_size_count_fraction_and_the_opt_out(tree: Path) -> None:
+    three = _dm(tree, val_size=3)
+    three.setup()
+    assert sorted(three.files["train"][i][1] for i in three.splits["val"][1].tolist()) == [0, 1, 2]  # stratified
+    assert _dm(tree, val_size=0.5).describe()["val_size"] == 9
+    seeded = [_dm(tree, val_size=3, seed=s) for s in (0, 0, 1)]
+    for dm in seeded:
+        dm.setup()
+    carved = [dm.splits["val"][1].tolist() for dm in seeded]
+    assert carved[0] == carved[1] != carved[2]  # data.seed picks the split, reproducibly
+    old = _dm(tree, val_size=0).describe()  # the explicit opt-out: val/ selects and is reported as test
+    assert old["val_is_test"] is True and old["test_source"] == "val/ (also selected the checkpoint)"
+    assert (old["train_size"], old["val_size"], old["test_size"]) == (18, 6, 6)
+    for bad in (-1, 1.5, "most", 18):
+        with pytest.raises(ConfigError, match="data.val_size="):
+            _dm(tree, val_size=bad).describe()
+
+
+def test_a_test_folder_is_the_test_split(tree: Path) -> None:
     write_image_folder(tree, WNIDS, {"test": 3}, seed=1)
     info = _dm(tree).describe()
-    assert info["test_source"] == "test" and info["test_size"] == 9 and info["val_is_test"] is False
+    assert info["test_source"] == "test/ (held out)" and info["val_source"] == "val/" and info["val_is_test"] is False
+    assert (info["train_size"], info["val_size"], info["test_size"]) == (18, 6, 9)
+    with pytest.raises(ConfigError, match="data.val_size=3 applies to trees without test/"):
+        _dm(tree, val_size=3).describe()
 
 
 def test_class_subsets(tree: Path) -> None:
     dm = _dm(tree, classes=[WNIDS[2], WNIDS[0]])
-    assert dm.num_classes == 2 and dm.describe()["train_size"] == 12
-    assert {p.parent.name for p, y in dm.samples["train"] if y == 0} == {WNIDS[2]}  # label order = classes order
+    assert dm.num_classes == 2 and dm.describe()["train_size"] == 11  # 12 minus the carved 10%
+    assert {p.parent.name for p, y in dm.files["train"] if y == 0} == {WNIDS[2]}  # label order = classes order
     assert _dm(tree, num_classes_subset=2).classes == WNIDS[:2]
     with pytest.raises(ConfigError, match="data.classes names n99999999 not present"):
         _ = _dm(tree, classes=["n99999999"]).num_classes
@@ -77,7 +105,7 @@ def test_structure_errors(tmp_path: Path, tree: Path) -> None:
     write_image_folder(tree, ["n07777777"], {"val": 1})
     with pytest.raises(ConfigError, match=r"val has class folders n07777777 absent from train/"):
         _dm(tree).setup()
-    assert _dm(tree, num_classes_subset=3).describe()["val_size"] == 6  # a subset ignores the extra folder
+    assert _dm(tree, num_classes_subset=3).describe()["test_size"] == 6  # a subset ignores the extra folder
     bare = tmp_path / "bare"
     (bare / "train").mkdir(parents=True)
     with pytest.raises(ConfigError, match="has no class folders"):
@@ -104,9 +132,9 @@ def test_truncated_jpeg_found_by_scan(tree: Path) -> None:
 @pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_truncated_jpeg_at_load_time_names_the_file(tree: Path, workers: int) -> None:
     bad = _truncate(tree)
-    dm = _dm(tree, verify=False, num_workers=workers, batch_size=18)
+    dm = _dm(tree, verify=False, num_workers=workers, batch_size=18, val_size=0)
     dm.prepare_data()  # no scan
-    with pytest.raises(ConfigError, match=rf"^cannot read image {bad} .*delete or replace the file") as err:
+    with pytest.raises(ConfigError, match=rf"^cannot read image {bad} .*: delete or replace the file$") as err:
         list(dm.train_dataloader())  # with workers: re-raised in the main process, still one clean line
     assert "Traceback" not in str(err.value)
 
@@ -124,9 +152,9 @@ def test_tinyimagenet_layout(tmp_path: Path) -> None:
                                        num_workers=0))
     info = dm.describe()
     assert info["name"] == "tinyimagenet" and info["num_classes"] == 3
-    assert (info["train_size"], info["val_size"], info["test_size"]) == (12, 6, 6)
-    assert sorted(y for _, y in dm.samples["val"]) == [0, 0, 1, 1, 2, 2]
-    x, _ = next(iter(dm.val_dataloader()))
+    assert (info["train_size"], info["val_size"], info["test_size"]) == (11, 1, 6)  # val/ is the held-out test
+    assert sorted(y for _, y in dm.files["val"]) == [0, 0, 1, 1, 2, 2]
+    x, _ = next(iter(dm.test_dataloader()))
     assert x.shape == (4, 3, 32, 32)
     (root / "val" / "val_annotations.txt").unlink()
     with pytest.raises(ConfigError, match="val_annotations.txt not found"):
@@ -136,7 +164,7 @@ def test_tinyimagenet_layout(tmp_path: Path) -> None:
 def test_imagenette_layout_finds_extracted_folder(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "imagenette2-160", WNIDS, {"train": 2, "val": 1})
     dm = build_datamodule(data_config("imagenette", root=str(tmp_path), image_size=32, batch_size=2, num_workers=0))
-    assert dm.root == tmp_path / "imagenette2-160" and dm.describe()["train_size"] == 6
+    assert dm.root == tmp_path / "imagenette2-160" and dm.describe()["train_size"] == 5
     with pytest.raises(ConfigError, match="data.root=.*or data.download=true"):
         build_datamodule(data_config("imagenette", root=str(tmp_path / "none"))).setup()
     assert build_datamodule(data_config("imagenette", root=str(tmp_path / "none"), download=True)).num_classes == 10
@@ -146,19 +174,19 @@ def test_cache_built_reused_and_rebuilt(tree: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     dm = _dm(tree, cache=True, cache_dir=str(cache_dir))
     dm.prepare_data()
-    assert dm.cache_events == {"train": "built", "val": "built"}
+    dm.setup()
+    dm.prepare_data()  # Lightning calls it again inside fit: the record must still say what this run did
+    assert dm.describe()["cache_status"] == "train=built,val=built"
     files = sorted(cache_dir.glob("*.npy"))
     assert len(files) == 2 and not list(cache_dir.glob("*.partial"))
     arr = np.load(files[0], mmap_mode="r")
-    assert arr.dtype == np.uint8 and arr.shape[1:] == (3, 36, 36)  # int(32 * 1.143)
+    assert arr.dtype == np.uint8 and arr.shape[1:] == (3, 36, 36)  # int(32 * 256 / 224)
     x, _y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and len(dm.train_dataloader()) == 4
-    xv, _ = next(iter(dm.val_dataloader()))
-    assert xv.shape == (4, 3, 32, 32)
 
     again = _dm(tree, cache=True, cache_dir=str(cache_dir))
     again.setup()
-    assert again.cache_events == {"train": "reused", "val": "reused"}
+    assert again.describe()["cache_status"] == "train=reused,val=reused"
     assert sorted(cache_dir.glob("*.npy")) == files
 
     src = tree / "val" / WNIDS[0] / "0.jpg"
@@ -172,14 +200,58 @@ def test_cache_built_reused_and_rebuilt(tree: Path, tmp_path: Path) -> None:
     assert red[0].float().mean() > 240 and red[1].float().mean() < 15  # the new pixels are in the cache
 
 
+def test_one_cache_per_content_in_the_user_cache_dir(tree: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    as_folder = _dm(tree, cache=True)
+    as_folder.setup()
+    assert as_folder.cache_dir() == tmp_path / "xdg" / "vgg-vs-resnet" / "images"
+    copy = tmp_path / "copy" / "imagenette2-160"
+    shutil.copytree(tree, copy)  # new paths and mtimes, same images
+    as_imagenette = build_datamodule(data_config("imagenette", root=str(copy.parent), image_size=32, batch_size=4,
+                                                 num_workers=0, cache=True))
+    as_imagenette.setup()
+    assert as_imagenette.cache_events == {"train": "reused", "val": "reused"}  # keyed by content, not by name/path
+    assert len(list(as_folder.cache_dir().glob("*.npy"))) == 2
+    assert not [p for p in tree.rglob("*") if p.suffix in (".npy", ".json")]  # nothing written into the dataset
+
+
+def test_cached_and_uncached_paths_give_identical_tensors(tmp_path: Path) -> None:
+    """Non-square images (40x30): both paths resize the shorter side and centre-crop (no squashing), identically."""
+    tree = write_image_folder(tmp_path / "ds", WNIDS, {"train": 6, "val": 2}, size=(40, 30))
+    plain, cached = _dm(tree), _dm(tree, cache=True, cache_dir=str(tmp_path / "cache"))
+    for split in ("train", "val", "test"):
+        got = [list(getattr(dm, f"{split}_dataloader")()) for dm in (plain, cached)]
+        assert len(got[0]) == len(got[1]) > 0
+        for (xa, ya), (xb, yb) in zip(*got, strict=True):
+            assert torch.equal(ya, yb) and torch.equal(xa, xb), split  # same crops and flips too
+    path = plain.files["val"][0][0]
+    with Image.open(path) as im:
+        expect = TF.pil_to_tensor(TF.center_crop(TF.resize(im.convert("RGB"), 36, antialias=True), 36))
+    assert torch.equal(cached.cached["val"][0][0], expect)
+
+
+def test_cache_names_every_unreadable_image(tree: Path, tmp_path: Path) -> None:
+    bad = [_truncate(tree), tree / "val" / WNIDS[2] / "1.jpg"]
+    bad[1].write_bytes(b"not a jpeg")
+    with pytest.raises(ConfigError) as err:
+        _dm(tree, cache=True, cache_dir=str(tmp_path / "cache")).prepare_data()
+    message = str(err.value)
+    assert message.startswith("2 unreadable image(s) while building the image cache: ") and "verify" not in message
+    assert all(str(p) in message for p in bad) and "\n" not in message
+
+
 def test_cache_ignores_interrupted_build(tree: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     dm = _dm(tree, cache=True, cache_dir=str(cache_dir))
-    leftover = cache_dir / "imagefolder-train-x-36px-deadbeef.123.partial"
-    leftover.write_bytes(b"half written")
     dm.setup()
-    assert dm.cache_events["train"] == "built"
+    built = next(cache_dir.glob("*.npy"))
+    for npy in cache_dir.glob("*.npy"):
+        npy.rename(npy.with_name(f"{npy.stem}.123.partial"))  # as if killed before the final rename
+    again = _dm(tree, cache=True, cache_dir=str(cache_dir))
+    again.setup()
+    assert again.cache_events == {"train": "built", "val": "built"} and built.is_file()
 
 
 def test_cache_dir_not_writable_names_key(tree: Path, tmp_path: Path) -> None:
