@@ -37,6 +37,7 @@ class BaseImageDataModule(pl.LightningDataModule):
         self.seed = check_int("seed", seed, 0)
         self.device_resident_setting = check_flag("device_resident", device_resident, allow_auto=True)
         self._on_device: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
+        self.pad_eval = False  # set by a run whose network replays CUDA graphs (static evaluation shapes)
 
     # -- trainer context (cpu / rank 0 of 1 when used standalone) --
     def _device(self) -> torch.device:
@@ -151,7 +152,7 @@ class BaseImageDataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         return DeviceLoader(source, None, self.batch_size, train=train, seed=self.seed, device=device, rank=rank,
                             world_size=world, epoch_fn=self._epoch_fn(), shuffle=self._shuffle(train),
-                            progress_fn=self._progress_fn(train), **augment)
+                            progress_fn=self._progress_fn(train), pad_last=self.pad_eval, **augment)
 
     def _loader(self, split: str) -> DeviceLoader | DataLoader:
         raise NotImplementedError

@@ -145,7 +145,9 @@ class DeviceLoader:
     share it between loaders) or a ``TensorSource`` / ``FileSource``. ``crop`` defaults to H; ``out_size`` (default
     ``crop``) bilinearly resizes after cropping. ``train=True``: shuffled, random crop/flip, drops the last partial
     batch. ``train=False``: in order, center crop, keeps every sample. ``shuffle`` overrides the order only (default:
-    ``train``). ``batch_size`` is per rank (per device).
+    ``train``). ``batch_size`` is per rank (per device). ``pad_last`` (evaluation): every batch is padded to
+    ``batch_size`` with zeros and yielded as ``(x, y, n)``, n the number of real images (static shapes for CUDA
+    graphs; the model counts the first n only).
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class DeviceLoader:
         epoch_fn: Callable[[], int] | None = None,
         shuffle: bool | None = None,
         progress_fn: Callable[[], int] | None = None,
+        pad_last: bool = False,
     ) -> None:
         source = images if isinstance(images, (TensorSource, FileSource)) else TensorSource(images, labels)
         channels, height = source.shape[0], source.shape[-1]
@@ -184,6 +187,7 @@ class DeviceLoader:
         self.out_size = int(out_size or self.crop)
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch_fn, self.progress_fn = epoch_fn, progress_fn
+        self.pad_last = bool(pad_last) and not self.train  # eval: every batch full-size, (x, y, n valid)
         self.epoch = 0
         self._pass_epoch: int | None = None  # the epoch of the current/last pass
         self._yielded = 0  # batches yielded by that pass
@@ -205,7 +209,7 @@ class DeviceLoader:
                              std=self._norm[1].flatten().tolist(), train=self.train, pad=self.pad, flip=self.flip,
                              crop=self.crop, out_size=self.out_size, seed=self.seed, device=device, rank=self.rank,
                              world_size=self.world_size, epoch_fn=self.epoch_fn, shuffle=self.shuffle,
-                             progress_fn=self.progress_fn)
+                             progress_fn=self.progress_fn, pad_last=self.pad_last)
         other.epoch = self.epoch
         return other
 
@@ -263,6 +267,13 @@ class DeviceLoader:
                               antialias=self.out_size < self.crop)
         return x.contiguous()
 
+    def _padded(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]:
+        n, missing = len(y), self.batch_size - len(y)
+        if missing > 0:
+            x = torch.cat([x, x.new_zeros((missing, *x.shape[1:]))])
+            y = torch.cat([y, y.new_zeros(missing)])
+        return x, y, n
+
     def _replay(self, skipped: list[Tensor], gen: torch.Generator | None) -> None:
         """Consume the random draws of batches trained before a restart (no image needed)."""
         if gen is None:
@@ -285,7 +296,7 @@ class DeviceLoader:
         self._replay(batches[:skip], gen)
         for i, (x, y) in enumerate(self.source.batches(batches[skip:], self.device), start=skip):
             self._yielded = i + 1
-            yield self.transform(x, gen), y
+            yield self._padded(self.transform(x, gen), y) if self.pad_last else (self.transform(x, gen), y)
         if self.epoch_fn is None:
             self.epoch = epoch + 1  # standalone use: reshuffle on the next pass
 

@@ -19,13 +19,11 @@ from omegaconf import DictConfig
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
     # imported here, not at the top: a bad command line is reported before torch and Lightning load (~5 s)
-    from models.analysis.ablation import pin_local_gpu
     from models.train.run import train
 
-    pin_local_gpu()  # hydra/launcher=local_gpus: one GPU per job; a no-op elsewhere. Before CUDA is touched.
-    train(cfg)
+    return train(cfg)  # a sweep's launcher sees the record (its status, where the run lives)
 
 
 if __name__ == "__main__":

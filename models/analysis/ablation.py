@@ -85,23 +85,6 @@ def job_identity(overrides: Iterable[str], drop_seed: bool = False) -> dict[str,
     return {k: v for k, v in parse_overrides(overrides).items() if k not in noise}
 
 
-def pin_local_gpu(job_num: int | None = None) -> str | None:
-    """Under `hydra/launcher=local_gpus` (submitit's local executor shows every job the same `gpus_per_node` GPUs),
-    keep GPU `job_num % visible` only, so a batch of jobs spreads one per GPU. Call before CUDA is initialised.
-    Returns the GPU kept, or None when not running under submitit's local executor."""
-    import os
-
-    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
-    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or len(visible) < 2:
-        return None
-    if job_num is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        job_num = int(HydraConfig.get().job.num)
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible[job_num % len(visible)]
-    return os.environ["CUDA_VISIBLE_DEVICES"]
-
-
 def _num_classes(data: Any) -> int:
     """Classes a job will train on, without reading its data: the datamodule's fixed count (digits, CIFAR) or the
     configured class subset; an ImageFolder tree without one is taken as ImageNet's 1000."""

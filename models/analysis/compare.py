@@ -7,25 +7,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.analysis.figures import plot_parts
+from models.analysis.figures import plot_layer_profile, plot_parts, plot_roofline
 from models.analysis.tables import complexity_markdown, write_csv
-from models.complexity import Complexity, profile
+from models.bench.timing import ModelTiming, measure
+from models.complexity import Complexity, group_totals, profile
 from models.presets import build, get_preset, get_spec
 
 
 @dataclass
 class ModelComplexity:
-    """One compared model: its label, its knobs and its exact complexity."""
+    """One compared model: its label, its knobs, its exact complexity and (when measured) its timing."""
 
     label: str
     knobs: dict[str, Any]
     complexity: Complexity
+    timing: ModelTiming | None = None
 
     def flat(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, **{f"model/{k}": v for k, v in self.knobs.items()}}
@@ -34,7 +36,15 @@ class ModelComplexity:
             for g, value in self.complexity.groups(key).items():
                 out[f"{key}/{g}"] = value
                 out[f"{key}_share/{g}"] = self.complexity.share(key, g)
+        if self.timing is not None:
+            out.update(self.timing.summary())
+            out.update({f"time_share/{g}": v for g, v in self.time_groups().items()})
         return out
+
+    def time_groups(self) -> dict[str, float]:
+        """Shares of the measured forward+backward time held by stem / stages / head (they add up to 1)."""
+        assert self.timing is not None
+        return group_totals({p.name: self.timing.share(p.name) for p in self.timing.parts})
 
 
 def _knobs(entry: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -73,6 +83,17 @@ def compare(entries: Sequence[str | Mapping[str, Any]], input_size: int | None =
     return rows
 
 
+def measure_rows(rows: Sequence[ModelComplexity], batch_size: int, device: str, precision: str,
+                 channels_last: bool = False, repeats: int = 3, warmup: int = 1, log: Any = None) -> None:
+    """Attach measured time (per part and per layer) to each row: the same network, built with weights this time."""
+    for row in rows:
+        if log:
+            log(f"timing {row.label} (batch {batch_size}, {device}, {precision}) ...")
+        spec = get_spec({k: v for k, v in row.knobs.items() if k not in ("depth", "width")})
+        row.timing = measure(build(spec), row.complexity.input_size[0], batch_size, device, precision, channels_last,
+                             repeats, warmup)
+
+
 def parts_figure(rows: Sequence[ModelComplexity], path: str | Path) -> Path:
     sizes = sorted({r.complexity.input_size[0] for r in rows})
     bars = [(r.label, r.complexity.groups("params"), r.complexity.groups("macs")) for r in rows]
@@ -84,10 +105,13 @@ def write_outputs(rows: Sequence[ModelComplexity], out_dir: str | Path, stem: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.json", out / f"{stem}.csv", out / f"{stem}.md", out / f"{stem}.png"]
-    paths[0].write_text(json.dumps([{"label": r.label, "knobs": r.knobs, **r.complexity.to_dict()} for r in rows],
-                                   indent=1))
+    paths[0].write_text(json.dumps([{"label": r.label, "knobs": r.knobs, **r.complexity.to_dict(),
+                                     **({"timing": asdict(r.timing)} if r.timing else {})} for r in rows], indent=1))
     write_csv(paths[1], [r.flat() for r in rows])
     paths[2].write_text(complexity_markdown(rows))
     parts_figure(rows, paths[3])
+    if all(r.timing is not None for r in rows):
+        paths.append(plot_layer_profile(rows, out / f"{stem}_layers.png"))
+        paths.append(plot_roofline(rows, out / f"{stem}_roofline.png"))
     return paths
 

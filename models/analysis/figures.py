@@ -4,7 +4,7 @@ where parameters and MACs live. Each figure carries a footnote saying what the n
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,16 +72,19 @@ def plot_tradeoff(rows: Sequence[Configuration], cost: str, path: str | Path, ti
     return _finish(fig, path, context(rows))
 
 
-def plot_parts(bars: Sequence[tuple[str, Mapping[str, float], Mapping[str, float]]], path: str | Path,
-               title: str, note: str = "") -> Path:
-    """Two panels of stacked bars: where the parameters and the MACs live. `bars`: (label, params by group,
-    MACs by group) per model, groups = stem / stages / head (`models.complexity.group_totals`)."""
+def plot_parts(bars: Sequence[tuple], path: str | Path, title: str, note: str = "") -> Path:
+    """Stacked bars: where the parameters and the MACs live (and, when every bar has it, the measured time).
+    `bars`: (label, params by group, MACs by group[, time shares by group]) per model, groups = stem / stages / head
+    (`models.complexity.group_totals`)."""
     plt = _pyplot()
     colors = {"stem": "#4c72b0", "stages": "#55a868", "head": "#c44e52"}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(bars) + 2.5))
-    labels = [label for label, _, _ in bars]
-    for ax, index, xlabel, scale in ((axes[0], 1, "parameters (millions)", 1e6),
-                                     (axes[1], 2, "MACs (billions; FLOPs = 2 x MACs)", 1e9)):
+    panels = [(1, "parameters (millions)", 1e6), (2, "MACs (billions; FLOPs = 2 x MACs)", 1e9)]
+    if bars and all(len(bar) > 3 for bar in bars):
+        panels.append((3, "share of measured fwd+bwd time", 1.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.5 * len(bars) + 2.5), squeeze=False)
+    axes = axes[0]
+    labels = [bar[0] for bar in bars]
+    for ax, (index, xlabel, scale) in zip(axes, panels):
         left = [0.0] * len(bars)
         for g in GROUPS:
             values = [bar[index].get(g, 0) / scale for bar in bars]
@@ -120,3 +123,72 @@ def plot_error_vs_depth(rows: Sequence[Configuration], path: str | Path) -> Path
     ax.grid(alpha=0.3)
     ax.legend()
     return _finish(fig, path, context(rows))
+
+
+def _weighted_layers(row: Any) -> list[tuple[Any, Any]]:
+    """(layer stats, layer timing) of the conv/linear layers of a measured comparison row, in network order."""
+    timed = {t.name: t for t in row.timing.layers}
+    return [(layer, timed[layer.name]) for layer in row.complexity.layers if layer.macs and layer.name in timed]
+
+
+def plot_layer_profile(rows: Sequence[Any], path: str | Path) -> Path:
+    """Per weighted layer along depth, for each compared model: its share of the model's parameters, of its MACs and
+    of its measured forward+backward time (log scale): VGG's head holds the parameters, its early convs the MACs."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 2.4 * len(rows) + 0.8), squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        layers = _weighted_layers(row)
+        total_ms = row.timing.total.fwdbwd_ms
+        shares = {"params": [s.params / row.complexity.params for s, _ in layers],
+                  "MACs": [s.macs / row.complexity.macs for s, _ in layers],
+                  "time (fwd+bwd)": [t.fwdbwd_ms / total_ms for _, t in layers]}
+        x = list(range(len(layers)))
+        for k, (label, values) in enumerate(shares.items()):
+            ax.bar([i + (k - 1) * 0.28 for i in x], values, width=0.28, label=label,
+                   color=("#c44e52", "#4c72b0", "#55a868")[k])
+        ax.set_yscale("log")
+        ax.set_ylim(1e-5, 1.5)
+        ax.set_ylabel("share of model")
+        ax.set_title(row.label, fontsize=9, loc="left")
+        ax.set_xticks(x[:: max(1, len(x) // 20)])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(loc="upper right", ncol=3, fontsize=8)
+    axes[-1, 0].set_xlabel("conv / linear layer, input to output")
+    t = rows[0].timing
+    return _finish(fig, path, f"time: {t.device}, {t.precision}, batch {t.batch_size}, median of {t.repeats} runs")
+
+
+def plot_roofline(rows: Sequence[Any], path: str | Path) -> Path:
+    """Every conv/linear layer's arithmetic intensity (FLOPs per byte moved, unfused) against the FLOP/s it reached
+    (forward), under the device's measured ceilings: a large matrix product and a large copy."""
+    import torch
+
+    from models.bench.timing import resolve_precision
+    from models.utils.system import copy_bandwidth, matmul_peak
+
+    t = rows[0].timing
+    device = t.device
+    dtype = resolve_precision(t.precision, torch.device(device))
+    element_bytes = dtype.itemsize  # activations and weights at the run's precision
+    peak, bandwidth = matmul_peak(device, dtype), copy_bandwidth(device)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    every_x = []
+    for row in rows:
+        layers = _weighted_layers(row)
+        xs = [s.intensity(element_bytes, t.batch_size) for s, _ in layers]
+        ys = [2 * s.macs * t.batch_size / (lt.fwd_ms / 1e3) for s, lt in layers]
+        ax.scatter(xs, ys, s=14, alpha=0.7, label=row.label)
+        every_x += xs
+    lo, hi = min([*every_x, peak / bandwidth]) / 3, max([*every_x, peak / bandwidth]) * 3
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.plot(grid, [min(peak, bandwidth * x) for x in grid], "k--", lw=1,
+            label=f"ceilings: {peak / 1e9:,.0f} GFLOP/s, {bandwidth / 1e9:,.1f} GB/s (measured)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte moved, weights + activations, unfused)")
+    ax.set_ylabel("achieved FLOP/s (forward, per layer)")
+    ax.set_title("Roofline: where each layer's time goes")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    return _finish(fig, path, f"{device}, {t.precision}, batch {t.batch_size}; ceilings: torch.mm and a tensor copy")

@@ -16,17 +16,19 @@ from models.complexity import group_totals
 from models.errors import ConfigError
 
 
-def part_bars(rows: Sequence[Configuration]) -> list[tuple[str, dict[str, float], dict[str, float]]]:
-    """(label, params by group, MACs by group) of each row, from its records (or its planned complexity)."""
+def part_bars(rows: Sequence[Configuration]) -> list[tuple]:
+    """(label, params by group, MACs by group[, time shares by group]) of each row, from its records (or its planned
+    complexity); the time shares when the runs measured them."""
     bars = []
     for r in rows:
         run = next((x for x in r.runs if x.get("params") is not None), r.planned)  # complexity needs no training
         if run.get("params") is None:
             continue
         names = [k.split("/", 1)[1] for k in run if k.startswith("params/")]
-        bars.append((r.label or str(r.config.get("model")),
-                     group_totals({n: int(run[f"params/{n}"]) for n in names}),
-                     group_totals({n: int(run.get(f"macs/{n}") or 0) for n in names})))
+        bar = (r.label or str(r.config.get("model")), group_totals({n: int(run[f"params/{n}"]) for n in names}),
+               group_totals({n: int(run.get(f"macs/{n}") or 0) for n in names}))
+        timed = next((x for x in r.runs if x.get("time_share/stem") is not None), None)
+        bars.append((*bar, group_totals({n: timed[f"time_share/{n}"] for n in names})) if timed else bar)
     return bars
 
 

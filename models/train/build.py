@@ -23,6 +23,7 @@ from models.train.callbacks import FiniteGuard, PeriodicCheckpoint, RunMeter, Sa
 from models.train.checkpoints import AtomicCheckpointIO
 from models.train.config import TrainerSettings, check_resume
 from models.train.console import Announce, ProgressBar
+from models.train.graphs import CompileWatch, compile_mode, uses_cuda_graphs
 from models.train.loggers import build_loggers
 from models.train.module import Classifier
 
@@ -47,6 +48,9 @@ class Built:
     resume: Path | None
     loggers: list[Any] = field(default_factory=list)
     channels_last: bool = False
+    compile: str | None = None  # the torch.compile mode (None: eager)
+    on_cuda: bool = False
+    watch: CompileWatch = field(default_factory=lambda: CompileWatch(None, False))
 
 
 def build_spec(model_cfg: DictConfig, dm: pl.LightningDataModule) -> tuple[str, NetSpec]:
@@ -63,6 +67,17 @@ def build_spec(model_cfg: DictConfig, dm: pl.LightningDataModule) -> tuple[str, 
     spec = get_spec(knobs, num_classes=int(dm.num_classes))
     spec.check_input_size(int(dm.image_size))
     return str(name or "custom"), spec
+
+
+def check_finite_every(cfg: DictConfig, on_cuda: bool) -> int:
+    """`check_finite_every` (null: every step on a CPU, where it costs nothing; every 50 on a GPU, where each check
+    is a host sync that stalls the launch queue)."""
+    value = cfg.get("check_finite_every")
+    if value is None:
+        return 50 if on_cuda else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"check_finite_every={value!r} must be a positive integer (or null)")
+    return value
 
 
 def load_data(cfg: DictConfig) -> pl.LightningDataModule:
@@ -113,17 +128,22 @@ def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory:
                    "data/image_size": int(dm.image_size), "data/batch_size": int(dm.batch_size),
                    "data/num_classes": int(dm.num_classes), **complexity.summary()})
     channels_last = settings.on_cuda if cfg.get("channels_last") is None else bool(cfg.channels_last)
+    mode = compile_mode(cfg.get("compile", False), settings.on_cuda)
+    graphs = uses_cuda_graphs(mode, settings.on_cuda)
+    dm.pad_eval = graphs  # static shapes where graphs run: evaluation pads its last batch (never counted)
     module = Classifier(net, spec.num_classes, optim=OmegaConf.to_container(cfg.optim, resolve=True),
                         sched=OmegaConf.to_container(cfg.sched, resolve=True),
                         label_smoothing=float(cfg.get("label_smoothing", 0.0)), channels_last=channels_last,
-                        compile=bool(cfg.get("compile", False)), model_knobs=spec.config())
+                        compile=mode, model_knobs=spec.config(), cuda_graphs=graphs,
+                        check_finite_every=check_finite_every(cfg, settings.on_cuda))
     last = run_dir / CKPT_DIR / "last.ckpt"
     resume = last if last.exists() else None
     resumed = check_resume(resume, spec.config()) if resume else None
-    meter = (meter_factory or RunMeter)(complexity.flops, **OmegaConf.to_container(cfg.get("measure") or {},
-                                                                                    resolve=True))
+    measure = OmegaConf.to_container(cfg.get("measure") or {}, resolve=True)
+    measure.pop("parts", None)  # timed by the run itself (run.time_parts), not by the meter
+    meter = (meter_factory or RunMeter)(complexity.flops, **measure)
     callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record)
     loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record, resumed)
     trainer = build_trainer(settings, run_dir, loggers, [*callbacks, *extra_callbacks])
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,
-                 channels_last)
+                 channels_last, mode, settings.on_cuda, CompileWatch(mode, settings.on_cuda))

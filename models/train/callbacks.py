@@ -26,24 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from models.utils.system import device_name
-
-_CPU_PEAK: dict[int, float] = {}  # threads -> measured FLOP/s, once per process
-
-
-def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
-    """Best fp32 torch.mm FLOP/s over a few repeats with the current thread count (cached)."""
-    threads = torch.get_num_threads()
-    if threads not in _CPU_PEAK:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, b)  # warm-up (thread pool, allocator)
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t)
-        _CPU_PEAK[threads] = 2 * n**3 / best
-    return _CPU_PEAK[threads]
+from models.utils.system import device_name, matmul_peak
 
 
 def device_peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]:
@@ -54,7 +37,7 @@ def device_peak_flops(device: torch.device, precision: str) -> tuple[float | Non
         dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
         flops = get_available_flops(device, dtype)
         return (float(flops), f"table:{device_name(device)}:{dtype}") if flops else (None, "unknown")
-    return cpu_matmul_peak(), f"measured:cpu_mm_fp32x{torch.get_num_threads()}threads"
+    return matmul_peak("cpu"), f"measured:cpu_mm_fp32x{torch.get_num_threads()}threads"
 
 
 def peak_memory(device: torch.device) -> tuple[float, str]:
@@ -66,6 +49,9 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
 
 
 def _batch_size(batch: Any) -> int:
+    """Images in a batch: a padded evaluation batch (x, y, n) counts its n real ones."""
+    if isinstance(batch, (list, tuple)) and len(batch) > 2:
+        return int(batch[2])
     x = batch[0] if isinstance(batch, (list, tuple)) else batch
     return int(x.shape[0])
 
@@ -83,9 +69,16 @@ class _Window:
 
 
 class RunMeter(Callback):
-    def __init__(self, flops_per_image: float, warmup_steps: int = 5, eval_warmup_steps: int = 1) -> None:
+    """Throughput windows: on a CPU every step is a window (its end is exact). On CUDA a step's host time is only
+    the time the CPU spent queueing it, and synchronising after each step would stall the launch queue (and undo
+    CUDA graphs), so windows of `sync_every` steps are synchronised at both ends: their images/s are exact."""
+
+    def __init__(self, flops_per_image: float, warmup_steps: int = 5, eval_warmup_steps: int = 1,
+                 sync_every: int = 25) -> None:
         self.flops_per_image = float(flops_per_image)
-        self.warmup_steps, self.eval_warmup_steps = warmup_steps, eval_warmup_steps
+        self.warmup_steps, self.eval_warmup_steps, self.sync_every = warmup_steps, eval_warmup_steps, sync_every
+        self._window_start: float | None = None  # synchronised time the current window started at
+        self._pending_images = self._pending_steps = 0
         self.train, self.eval = _Window(), _Window()
         self.epoch_times: list[float] = []
         self._steps_seen = 0
@@ -114,7 +107,11 @@ class RunMeter(Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
-        self._last_end = None  # the first step of an epoch pays for a new iterator: never counted
+        self._restart()  # the first step of an epoch pays for a new iterator: never counted
+
+    def _restart(self) -> None:
+        self._last_end = self._window_start = None
+        self._pending_images = self._pending_steps = 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -122,17 +119,36 @@ class RunMeter(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        # The divergence check already syncs the device once per step, so syncing here costs nothing extra.
-        now = self._sync(trainer)
         self._steps_seen += 1
-        if self._steps_seen > self.warmup_steps and self._last_end is not None and self._start is not None:
-            self.train.images += _batch_size(batch) * trainer.world_size
-            self.train.seconds += now - self._last_end
-            self.train.wait += self._start - self._last_end
-        self._last_end = now
+        measuring = self._steps_seen > self.warmup_steps and self._window_start is not None
+        if measuring:
+            self._pending_images += _batch_size(batch) * trainer.world_size
+            self._pending_steps += 1
+            if self._start is not None and self._last_end is not None:
+                self.train.wait += self._start - self._last_end
+        self._last_end = time.perf_counter()
+        every = self.sync_every if trainer.strategy.root_device.type == "cuda" else 1
+        if not measuring or self._pending_steps >= every:  # warm-up steps move the window's start along
+            self._close_window(trainer)
+
+    def _close_window(self, trainer: pl.Trainer) -> None:
+        now = self._sync(trainer)
+        if self._window_start is not None and self._pending_steps:
+            self.train.images += self._pending_images
+            self.train.seconds += now - self._window_start
+        self._window_start, self._last_end = now, now
+        self._pending_images = self._pending_steps = 0
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":  # validation inside fit: close the window before it
+            if self._pending_steps:
+                self._close_window(trainer)
+            self._restart()  # the next step's time would include the validation
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning 2.x runs validation before this hook: epoch time includes it.
+        if self._pending_steps:  # no validation this epoch: the last window ends here
+            self._close_window(trainer)
         self.epoch_times.append(time.perf_counter() - self._epoch_start)
         metrics = {f"perf/{k.replace('/', '_')}": v for k, v in self.summary(trainer).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -204,6 +220,8 @@ class FiniteGuard(Callback):
         self.every_n_steps = every_n_steps
 
     def _check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if hasattr(pl_module, "raise_if_diverged"):  # a loss check deferred on the device names the first bad step
+            pl_module.raise_if_diverged()
         bad = next((name for name, t in [*pl_module.named_parameters(), *pl_module.named_buffers()]
                     if t.is_floating_point() and not torch.isfinite(t).all()), None)
         if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):

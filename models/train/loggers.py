@@ -16,6 +16,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
+from models.bench.timing import ModelTiming
 from models.complexity import Complexity
 
 WANDB_ID_FILE = "wandb_id.txt"
@@ -150,9 +151,10 @@ def _wandb_runs(loggers: list[Any], started_only: bool = False) -> list[Any]:
             and (not started_only or lg._experiment is not None)]
 
 
-def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexity) -> str | None:
-    """Flat config keys (model knobs, params, MACs, hardware), the per-layer table, val/acc summarised as max.
-    Returns the wandb run's local directory (None without wandb)."""
+def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexity,
+                timing: ModelTiming | None = None) -> str | None:
+    """Flat config keys (model knobs, params, MACs, hardware), the per-layer table, the measured time per part,
+    val/acc summarised as max. Returns the wandb run's local directory (None without wandb)."""
     where = None
     for run in _wandb_runs(loggers):
         import wandb
@@ -165,6 +167,9 @@ def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexi
         rows = [[layer.name, layer.kind, layer.part, layer.params, layer.macs, layer.activations,
                  "x".join(map(str, layer.output_shape))] for layer in complexity.layers]
         run.log({"complexity/layers": wandb.Table(columns=columns, data=rows)})
+        if timing is not None:
+            parts = [[p.name, p.fwd_ms, p.fwdbwd_ms, timing.share(p.name)] for p in timing.parts]
+            run.log({"time/parts": wandb.Table(columns=["part", "fwd_ms", "fwdbwd_ms", "share"], data=parts)})
         where = str(Path(run.dir).parent)
     return where
 

@@ -54,8 +54,10 @@ class Classifier(pl.LightningModule):
         sched: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: str | None = None,
         model_knobs: dict[str, Any] | None = None,
+        cuda_graphs: bool = False,
+        check_finite_every: int = 1,
     ) -> None:
         super().__init__()
         self.net = net
@@ -76,7 +78,10 @@ class Classifier(pl.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
-            self.net.compile()  # in place: state_dict keys stay those of the plain network
+            self.net.compile(mode=compile)  # in place: state_dict keys stay those of the plain network
+        self.cuda_graphs = cuda_graphs  # each step starts a new CUDA-graph replay (models.train.graphs)
+        self.check_finite_every = max(1, int(check_finite_every))
+        self._first_bad: torch.Tensor | None = None  # first optimizer step whose loss was not finite (-1: none)
         self.metrics = nn.ModuleDict({
             f"{split}_{name}": _accuracy(num_classes, k)
             for split in ("train", "val", "test") for name, k in (("acc", 1), ("acc_top5", 5))
@@ -96,10 +101,37 @@ class Classifier(pl.LightningModule):
         return self.net(x)
 
     def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, logits and labels of a batch; a padded evaluation batch (x, y, n) counts its first n images only."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         x, y = batch[0], batch[1]
         logits = self(x)
+        if len(batch) > 2:  # static shapes for CUDA graphs: the padding never reaches a metric
+            logits, y = logits[: batch[2]], y[: batch[2]]
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return loss, logits, y
+
+    def _watch_finite(self, loss: torch.Tensor) -> None:
+        """Stop on a non-finite loss. Every step (check_finite_every=1: a host sync per step, detection within the
+        step, before backward) or every N steps (CUDA: no per-step sync; the first bad step is kept on the device,
+        and FiniteGuard checks the weights before any checkpoint). All ranks decide together: DDP never hangs."""
+        if self.check_finite_every == 1:
+            bad = not bool(torch.isfinite(loss.detach()))
+            if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
+                raise Diverged(self.global_step, f"training loss is {float(loss.detach())}")
+            return
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, self.global_step), self._first_bad)
+        if (self.global_step + 1) % self.check_finite_every == 0:
+            self.raise_if_diverged()
+
+    def raise_if_diverged(self) -> None:
+        """The deferred check (one host sync): Diverged at the first step whose loss was not finite."""
+        first = -1 if self._first_bad is None else int(self._first_bad)
+        if self.trainer.strategy.reduce_boolean_decision(first >= 0, all=False):
+            raise Diverged(first if first >= 0 else self.global_step, "training loss was not finite")
 
     # ------------------------------------------------------------------ train
     # Speed: each self.log() costs ~1 ms of Python on every step (Lightning moves its result object to the device),
@@ -109,10 +141,7 @@ class Classifier(pl.LightningModule):
     # train/acc_top5, train/lr.
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch)
-        # One host sync per step buys detection within the step; all ranks decide together so DDP never hangs.
-        bad = not bool(torch.isfinite(loss.detach()))
-        if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
-            raise Diverged(self.global_step, f"training loss is {float(loss.detach())}")
+        self._watch_finite(loss)
         with torch.no_grad():
             logits_d, loss_d = logits.detach(), loss.detach()
             self.metrics["train_acc"].update(logits_d, y)
@@ -201,7 +230,7 @@ class Classifier(pl.LightningModule):
 
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = make_optimizer(self.net, self.optim_cfg)
+        opt = make_optimizer(self.net, self.optim_cfg, fused=self.device.type == "cuda")
         steps = self.trainer.estimated_stepping_batches  # infinite only for open-ended runs on a constant schedule
         self.total_steps = int(steps) if math.isfinite(steps) else None  # (config.check_run_length refuses others)
         schedule = LRSchedule(**self.sched_cfg, total_steps=self.total_steps or 1)

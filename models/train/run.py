@@ -10,6 +10,7 @@ SIGTERM writes a resumable checkpoint and exits 143; a NaN/inf loss ends the run
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -21,14 +22,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from models.bench.timing import ModelTiming, measure, resolve_precision
 from models.errors import ConfigError
+from models.network import Net
 from models.train import console
 from models.train.build import Built, MeterFactory, build
 from models.train.config import check_same_config, hydra_overrides, resolve_run_dir
 from models.train.console import log
 from models.train.loggers import ResumableCSVLogger, wandb_finish, wandb_start
 from models.train.records import DONE, RESULTS, Diverged, atomic_write_json, read_results
-from models.utils.system import machine
+from models.utils.system import PACKED_ENV, machine
 
 EXIT_SIGTERM = 143  # what SLURM and shells expect from a job that stopped on SIGTERM; the run stays resumable
 
@@ -47,7 +50,8 @@ class RunRecord:
         self.data: dict[str, Any] = {
             "status": "running", "run_dir": str(run_dir), "experiment": str(cfg.experiment),
             "ablation": cfg.get("ablation"), "tags": list(cfg.get("tags") or []), "seed": int(cfg.seed),
-            "overrides": overrides, "invocations": int(previous.get("invocations") or 0) + 1}
+            "overrides": overrides, "invocations": int(previous.get("invocations") or 0) + 1,
+            "packed_jobs": int(os.environ.get(PACKED_ENV) or 1), "started_at": time.time()}
 
     def write(self) -> None:
         if self.is_zero and self.dir.exists():
@@ -55,7 +59,7 @@ class RunRecord:
 
     def stop_clock(self) -> None:
         last = time.perf_counter() - self.t0
-        self.data.update({"wall_time_s": self.earlier_s + last, "wall_time_s/last": last})
+        self.data.update({"wall_time_s": self.earlier_s + last, "wall_time_s/last": last, "ended_at": time.time()})
 
 
 class Bookkeeper(Callback):
@@ -82,7 +86,7 @@ def begin(run: RunRecord, parts: Built) -> None:
     run.is_zero = trainer.is_global_zero
     run.data.update(machine(trainer.strategy.root_device, trainer.world_size))
     run.data.update({"precision": str(trainer.precision), "channels_last": parts.channels_last,
-                     "compile": bool(cfg.get("compile", False)),
+                     "compile": parts.compile or False,
                      "resumed_from": str(parts.resume) if parts.resume else None})
     if not run.is_zero:
         return
@@ -90,10 +94,27 @@ def begin(run: RunRecord, parts: Built) -> None:
         tmp.unlink(missing_ok=True)
     OmegaConf.save(cfg, run.dir / "config.yaml", resolve=True)
     save_hydra_files(run.dir, cfg)
+    timing = time_parts(cfg, parts)
+    run.data.update(timing.summary() if timing else {})
     run.data["wandb_dir"] = wandb_start(parts.loggers, {
         **run.data, "optim": OmegaConf.to_container(cfg.optim, resolve=True),
-        "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity)
+        "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity, timing)
     run.write()
+
+
+def time_parts(cfg: DictConfig, parts: Built) -> ModelTiming | None:
+    """Measured forward / forward+backward time of each part, once, before fit (`measure.parts`): time shares to
+    set beside the MAC shares, on the run's own device, batch size and precision."""
+    if not (cfg.get("measure") or {}).get("parts", True):
+        return None
+    trainer = parts.trainer
+    try:
+        resolve_precision(str(trainer.precision), trainer.strategy.root_device)
+    except ConfigError:  # e.g. 64-true: not a timed precision
+        return None
+    return measure(Net(parts.spec), int(parts.dm.image_size), int(parts.dm.batch_size),
+                   trainer.strategy.root_device, str(trainer.precision), parts.channels_last, repeats=3, warmup=1,
+                   layers=False)
 
 
 def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
@@ -115,8 +136,9 @@ def fit(run: RunRecord, parts: Built) -> None:
     """trainer.fit, resuming from last.ckpt when there is one; divergence and SIGTERM are outcomes, not errors."""
     trainer = parts.trainer
     try:
-        trainer.fit(parts.module, datamodule=parts.dm, ckpt_path=str(parts.resume) if parts.resume else None,
-                    weights_only=True)
+        with parts.watch:
+            trainer.fit(parts.module, datamodule=parts.dm, ckpt_path=str(parts.resume) if parts.resume else None,
+                        weights_only=True)
     except Diverged as e:
         run.data.update(status="diverged", diverged_at_step=e.step, error=str(e))
     except ValueError as e:  # Lightning checks val_check_interval against the loader only once fit starts
@@ -129,7 +151,8 @@ def fit(run: RunRecord, parts: Built) -> None:
     except SIGTERMException:
         run.data.update(status="running", interrupted="SIGTERM", interrupted_at_step=trainer.global_step,
                         resume_from=str(parts.last) if parts.sigterm.saved else None)
-    run.data.update(epochs=trainer.current_epoch, steps=trainer.global_step, **parts.meter.summary(trainer))
+    run.data.update(epochs=trainer.current_epoch, steps=trainer.global_step, **parts.meter.summary(trainer),
+                    **parts.watch.summary())
     run.data["sched/total_steps"] = getattr(parts.module, "total_steps", None)
     val = {k: trainer.callback_metrics.get(k) for k in ("val/acc", "val/acc_top5", "val/loss", "val/acc_best")}
     run.data.update({k: float(v) for k, v in val.items() if v is not None})
@@ -142,9 +165,11 @@ def test(run: RunRecord, parts: Built) -> None:
     best = parts.best.best_model_path or str(parts.last)
     for prefix, path in (("test", best), ("test_last", str(parts.last))):
         module.test_prefix = prefix
-        out = trainer.test(module, datamodule=parts.dm, ckpt_path=path, weights_only=True, verbose=False)
+        with parts.watch:
+            out = trainer.test(module, datamodule=parts.dm, ckpt_path=path, weights_only=True, verbose=False)
         run.data.update({k: float(v) for k, v in (out[0] if out else {}).items()})
     run.data["best_checkpoint"] = best
+    run.data.update(parts.watch.summary())
     run.data.update({k: v for k, v in parts.meter.summary(trainer).items() if k == "eval/images_per_s"})
     run.data["status"] = "finished"
     run.data.update({f"data/{k}": v for k, v in parts.dm.describe().items()

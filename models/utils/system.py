@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+PACKED_ENV = "VVR_PACKED_JOBS"  # set by the local_gpus launcher: how many runs share this run's GPU (packed_jobs)
+
 
 def cpu_model() -> str:
     """The CPU's marketing name (e.g. 'AMD EPYC 7B13'), else what `platform` knows."""
@@ -60,3 +62,51 @@ def machine_line(info: dict[str, Any] | None = None) -> str:
     return (f"CPU {m['hardware/cpu']}, {m['hardware/cpu_count']} cores{gpu}; torch {m['software/torch']}, "
             f"lightning {m['software/lightning']}, python {m['software/python']}, {m['hardware/threads']} intra-op "
             f"threads; load average {m['hardware/load_1min']}")
+
+
+# ------------------------------------------------------------------ measured ceilings (a roofline's two lines)
+_CEILINGS: dict[tuple, float] = {}  # (what, device, dtype, threads) -> measured value, once per process
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_seconds(fn: Any, device: torch.device, repeats: int) -> float:
+    import time
+
+    fn()  # warm-up (thread pool, allocator, cuBLAS heuristics)
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, n: int | None = None,
+                repeats: int = 8) -> float:
+    """Measured compute ceiling: the best FLOP/s of an n x n matrix product (2 n^3 FLOPs) on `device` in `dtype`
+    (n: 1024 on a CPU, 8192 on a GPU). Cached per device, dtype and thread count."""
+    device = torch.device(device)
+    key = ("mm", str(device), dtype, torch.get_num_threads())
+    if key not in _CEILINGS:
+        n = n or (8192 if device.type == "cuda" else 1024)
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        _CEILINGS[key] = 2 * n**3 / _best_seconds(lambda: torch.mm(a, b), device, repeats)
+    return _CEILINGS[key]
+
+
+def copy_bandwidth(device: torch.device | str = "cpu", megabytes: int | None = None, repeats: int = 8) -> float:
+    """Measured memory ceiling: the best bytes/s of a large tensor copy (each byte read once and written once).
+    Size: 256 MB on a CPU, 2 GB on a GPU (well past the caches)."""
+    device = torch.device(device)
+    key = ("copy", str(device), None, torch.get_num_threads())
+    if key not in _CEILINGS:
+        n = (megabytes or (2048 if device.type == "cuda" else 256)) * 2**20 // 4
+        src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
+        _CEILINGS[key] = 2 * 4 * n / _best_seconds(lambda: dst.copy_(src), device, repeats)
+    return _CEILINGS[key]

@@ -92,7 +92,7 @@ def test_bf16_mixed(tmp_path: Path, plain: tuple[dict, list[float]]) -> None:
 def test_compile(tmp_path: Path, plain: tuple[dict, list[float]]) -> None:
     """torch.compile on CPU (inductor -> C++): ~30-60 s of compilation on a 2-core box."""
     r, losses = run(tmp_path, "compile", "data.device_resident=true", "compile=true")
-    assert r["compile"] is True
+    assert r["compile"] == "default" and r["compile/graphs"] >= 1  # the compiler's own counts, recorded
     assert_close(losses, plain[1], rtol=1e-2, atol=1e-3)
 
 

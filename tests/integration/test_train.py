@@ -25,7 +25,8 @@ KEYS = [
     "test_last/acc_top5", "train/images_per_s", "eval/images_per_s", "train/data_wait_frac", "peak_memory_mb",
     "peak_memory_kind", "mfu", "epochs", "steps", "epoch_time_s", "wall_time_s", "hardware/device",
     "hardware/num_devices", "software/torch", "software/cuda", "software/lightning", "precision", "channels_last",
-    "compile", "overrides",
+    "compile", "overrides", "time/total/fwdbwd_ms", "time/stage1/fwd_ms", "time_share/head", "wall_time_s/last",
+    "invocations", "sched/total_steps", "data/val_source", "data/test_source",
 ]
 
 
@@ -55,6 +56,10 @@ def test_results_json(finished_wandb_run: dict) -> None:
     assert r["hardware/num_devices"] == 1 and r["software/torch"] == torch.__version__
     assert r["precision"] == "32-true" and r["channels_last"] is False and r["compile"] is False
     assert "data.image_size=8" in r["overrides"]
+    # measured once before fit, at the run's batch size: every part's time, shares adding up to 1
+    parts = ("stem", "stage1", "stage2", "stage3", "head")
+    assert r["time/batch_size"] == 32 and all(r[f"time/{p}/fwdbwd_ms"] > 0 for p in parts)
+    assert sum(r[f"time_share/{p}"] for p in parts) == pytest.approx(1.0)
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert Path(r["best_checkpoint"]).is_file()
     text = (run_dir / "results.json").read_text() + (run_dir / "config.yaml").read_text()
@@ -141,3 +146,9 @@ def test_an_open_ended_run_on_a_constant_schedule_stops_on_the_clock(tmp_path: P
                  "trainer.max_time=00:00:00:03", "sched.name=constant"]
     r = train(compose_train(overrides), overrides=overrides)
     assert r["status"] == "finished" and r["sched/total_steps"] is None and r["steps"] > 0
+
+
+def test_part_timing_can_be_switched_off(tmp_path: Path) -> None:
+    overrides = [*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", "trainer.max_epochs=1", "measure.parts=false"]
+    r = train(compose_train(overrides), overrides=overrides)
+    assert r["status"] == "finished" and not [k for k in r if k.startswith(("time/", "time_share/"))]

@@ -47,6 +47,9 @@ def test_offline_run_contents(finished_wandb_run: dict) -> None:
     table = summary["complexity/layers"]
     assert table["_type"] == "table-file" and table["ncols"] == 7
     assert table["nrows"] == len(profile(models.build("resnet20", num_classes=10), 8).layers)
+    timing = summary["time/parts"]  # the measured time per part, as a table beside the per-layer counts
+    assert timing["_type"] == "table-file" and timing["ncols"] == 4 and timing["nrows"] == 5
+    assert summary["time_share/head"] == pytest.approx(record["time_share/head"])
     assert "api_key" not in json.dumps(run).lower()
 
 

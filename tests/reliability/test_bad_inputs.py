@@ -195,6 +195,8 @@ M = {  # the exact messages ({tmp}: the row's temp dir; {cpus}: CPU count; {*}: 
     "val-check-past-epoch": "trainer.val_check_interval=100 is more than the 2 training batches of an epoch: use a fraction of an epoch (e.g. 0.5), an integer <= 2, or trainer.check_val_every_n_epoch=null to count batches across epochs",
     "data-root-unset": "data.root is not set: add data.root=<folder holding train/ and val/>, e.g. data.root=/data/imagenette2-160 to the command",
     "gpu-without-gpu": "trainer.accelerator=gpu but this machine has no CUDA GPU: use trainer=cpu (or trainer.accelerator=cpu)",
+    "complexity-bad-device": "device='mps' is not supported: use device=cpu or device=cuda",
+    "complexity-bad-precision": "precision='fp8' is not valid: choose one of 32, bf16, 16 (or 32-true, bf16-mixed, 16-mixed)",
     "complexity-unknown-preset": "model=vgg17 is not a known option: choose one of plain110, plain18, plain20, plain32, plain34, plain44, plain56, resnet101, resnet110, resnet152, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, vgg11, vgg11_bn, vgg11_cifar, vgg13, vgg13_bn, vgg13_cifar, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn, vgg19_cifar",
 }
 
@@ -264,6 +266,10 @@ CATALOGUE: list[Bad] = [
         ("resnet_vs_everything",), M["unknown-ablation"]),
     Bad("report-no-runs", "report over a directory with no runs", "report", ("{tmp}/empty",), M["report-no-runs"], setup=empty_dir),
     Bad("report-missing-dir", "report over a directory that does not exist", "report", ("{tmp}/nothing",), M["report-missing-dir"]),
+    Bad("complexity-bad-device", "a device the timing cannot use (complexity report)", "complexity",
+        ("measure=true", "device=mps"), M["complexity-bad-device"]),
+    Bad("complexity-bad-precision", "an unknown precision (complexity report)", "complexity",
+        ("measure=true", "precision=fp8"), M["complexity-bad-precision"]),
     Bad("complexity-unknown-preset", "unknown preset (complexity report)", "complexity", ("model=vgg17",), M["complexity-unknown-preset"]),
 ]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.kills import STEPS, train
+from helpers.kills import ARGS, STEPS, train
 from helpers.runs import csv_history
 from models.train.checkpoints import load_checkpoint
 from models.train.records import read_results
@@ -105,3 +105,27 @@ def test_kills_at_named_points_then_rerun_is_identical_to_uninterrupted(tmp_path
         _same_tensors(ca["state_dict"], cb["state_dict"], f"{name}:state_dict")
         _same_tensors(ca["optimizer_states"], cb["optimizer_states"], f"{name}:optimizer_states")
         assert ca["lr_schedulers"] == cb["lr_schedulers"]
+
+
+@pytest.mark.slow
+def test_a_compiled_run_killed_and_resumed_is_identical_to_uninterrupted(tmp_path: Path) -> None:
+    """The CUDA-graph path's settings (compile=reduce-overhead: on this CPU, Inductor without graphs) through a
+    SIGKILL: same weights, metrics and history as the uninterrupted compiled run; the compiler's counts recorded."""
+    args = [*ARGS, "trainer.max_epochs=2", "compile=reduce-overhead"]
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    ref = train(ref_dir, tmp_path, args=args)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    p = train(run_dir, tmp_path, "train_step:7", args=args)
+    assert p.returncode == -signal.SIGKILL
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
+    again = train(run_dir, tmp_path, args=args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = read_results(ref_dir), read_results(run_dir)
+    assert {k: a.get(k) for k in METRICS} == {k: b.get(k) for k in METRICS} and b["steps"] == 10
+    assert csv_history(run_dir) == csv_history(ref_dir)
+    ca, cb = (load_checkpoint(d / "checkpoints" / "last.ckpt") for d in (ref_dir, run_dir))
+    _same_tensors(ca["state_dict"], cb["state_dict"], "state_dict")  # keys of the plain network, same values
+    assert not [k for k in cb["state_dict"] if "_orig_mod" in k]
+    assert b["compile"] == "reduce-overhead" and b["compile/graphs"] >= 1 and b["compile/recompiles"] >= 0
+    assert b["compile/cudagraph_skips"] > 0 and "need a CUDA device" in b["compile/cudagraph_skip_reasons"]
+    assert "warning: compile=reduce-overhead ran without CUDA graphs" in again.stdout

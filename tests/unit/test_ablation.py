@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -86,24 +84,16 @@ def test_unknown_ablation_lists_the_valid_ones() -> None:
         ablation_config("no_such_ablation")
 
 
-@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local_gpus", "LocalLauncher")])
+@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local_gpus", "PackedLocalLauncher")])
 def test_submitit_launcher_configs_compose(launcher: str, target: str) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the optional `slurm` extra
     cfg = ablation_config("residual_vs_plain", [f"hydra/launcher={launcher}", "hydra.launcher.timeout_min=30"])
     conf = cfg.hydra.launcher
     assert conf._target_.endswith(target) and get_class(conf._target_).__name__ == target
-    assert conf.timeout_min == 30 and conf.gpus_per_node == 1 and conf.tasks_per_node == 1
+    assert conf.timeout_min == 30 and conf.tasks_per_node == 1
     assert "???" not in OmegaConf.to_yaml(conf)  # every field has a usable default
     if launcher == "slurm":
         assert conf.partition is None and conf.max_num_timeout > 0  # resubmitted jobs resume from last.ckpt
-
-
-def test_local_gpus_pins_one_gpu_per_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    from models.analysis.ablation import pin_local_gpu
-
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
-    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
-    assert pin_local_gpu(4) is None  # not under submitit's local executor: untouched
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    assert pin_local_gpu(4) == "1" and os.environ["CUDA_VISIBLE_DEVICES"] == "1"  # job 4 of 3 GPUs
-    assert pin_local_gpu(0) is None  # one GPU left visible: nothing more to pin
+        assert conf.gpus_per_node == 1
+    else:  # every GPU of the machine, jobs_per_gpu jobs on each
+        assert conf.gpus_per_node is None and conf.jobs_per_gpu == 1

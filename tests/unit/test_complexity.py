@@ -115,3 +115,43 @@ def test_complexity_script_bad_input_is_one_line(args: list[str], message: str) 
     out = _script(*args)
     assert out.returncode == 2
     assert out.stdout == "" and out.stderr.count("\n") == 1 and message in out.stderr
+
+
+def _layer(name: str, preset: str, size: int = 224):
+    with torch.device("meta"):
+        net = models.build(preset)
+    return next(layer for layer in profile(net, size).layers if layer.name == name)
+
+
+def test_weight_reuse_bytes_and_intensity_by_hand() -> None:
+    """VGG-16's FC1 uses each weight once per image, its conv1_1 at every one of 224 x 224 pixels."""
+    fc1 = _layer("head.classifier.0", "vgg16")  # 25088 -> 4096
+    assert (fc1.macs, fc1.params, fc1.weights) == (102_760_448, 102_764_544, 102_760_448)
+    assert fc1.macs_per_weight == 1.0 and fc1.macs_per_param == 102_760_448 / 102_764_544
+    assert (fc1.input_elements, fc1.activations) == (25_088, 4_096)
+    assert fc1.bytes_moved() == 4 * (102_764_544 + 25_088 + 4_096) == 411_174_912  # fp32, batch 1
+    assert fc1.intensity() == 2 * 102_760_448 / 411_174_912  # 0.4998 FLOP/byte: memory-bound
+    assert fc1.bytes_moved(2, 64) == 2 * (102_764_544 + 64 * (25_088 + 4_096))  # bf16: weights once per batch
+    conv = _layer("stages.stage1.0.conv", "vgg16")  # 3 -> 64, 3x3, 224x224, with bias
+    assert (conv.macs, conv.params, conv.weights) == (86_704_128, 1_792, 1_728)
+    assert conv.macs_per_weight == 224 * 224 == 50_176 and conv.macs_per_param == 48_384
+    assert conv.bytes_moved() == 4 * (1_792 + 3 * 224 * 224 + 64 * 224 * 224) == 13_454_336
+    assert conv.intensity() == 2 * 86_704_128 / 13_454_336  # 12.9 FLOP/byte
+
+
+def test_a_resnet_basic_block_by_hand() -> None:
+    conv1 = _layer("stages.stage1.0.conv1", "resnet18")  # 64 -> 64, 3x3 at 56x56, no bias
+    assert (conv1.macs, conv1.params) == (56 * 56 * 64 * 64 * 9, 36_864) == (115_605_504, 36_864)
+    assert conv1.macs_per_param == 56 * 56 == 3_136
+    assert conv1.bytes_moved() == 4 * (36_864 + 2 * 64 * 56 * 56) == 1_753_088
+    assert conv1.intensity() == 2 * 115_605_504 / 1_753_088  # 131.9 FLOP/byte
+    with torch.device("meta"):
+        c = profile(models.build("resnet18"), 224)
+    block = [layer for layer in c.layers if layer.name.startswith("stages.stage1.0.")]
+    # (the block's one ReLU module runs twice: after bn1 and after the residual addition)
+    assert [layer.kind for layer in block] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "Identity",
+                                               "ReLU"]
+    moved, intensity = c.part_traffic("stage1")
+    stage = [layer for layer in c.layers if layer.part == "stage1"]
+    assert moved == sum(layer.bytes_moved() for layer in stage)
+    assert intensity == 2 * sum(layer.macs for layer in stage) / moved

@@ -133,7 +133,38 @@ def test_bad_options_name_the_key(kwargs: dict, key: str) -> None:
 def test_channels_last_and_compile_flags_keep_state_dict_keys() -> None:
     net = models.build("resnet20", num_classes=10)
     keys = set(net.state_dict())
-    module = Classifier(net, 10, channels_last=True, compile=True)
+    module = Classifier(net, 10, channels_last=True, compile="default")
     assert {k.removeprefix("net.") for k in module.state_dict() if k.startswith("net.")} == keys
     assert module.net.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert OptimConfig().name == "sgd"
+
+
+def test_padded_evaluation_counts_only_real_images() -> None:
+    """The static-shape evaluation of CUDA-graph runs: the last batch padded to full size, padding never counted."""
+    from data.digits import DigitsDataModule
+
+    torch.manual_seed(0)
+    net = models.build("resnet20", num_classes=10)
+    results = []
+    for pad in (False, True):
+        dm = DigitsDataModule(image_size=8, batch_size=64, device_resident=True)  # 270 test images: 4 x 64 + 14
+        dm.pad_eval = pad
+        batches = list(dm.test_dataloader())
+        assert len(batches[-1]) == (3 if pad else 2) and batches[-1][0].shape[0] == (64 if pad else 14)
+        module = Classifier(net, 10)
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        results.append(trainer.test(module, datamodule=dm, verbose=False)[0])
+    assert results[0] == results[1]  # identical accuracy, top-5 and loss
+    assert 0 < results[0]["test/acc"] < 1
+
+
+def test_compile_modes() -> None:
+    from models.train.graphs import compile_mode, uses_cuda_graphs
+
+    assert compile_mode("auto", on_cuda=True) == "reduce-overhead" and compile_mode("auto", on_cuda=False) is None
+    assert compile_mode(True, False) == "default" and compile_mode(False, True) is None
+    assert compile_mode("max-autotune", True) == "max-autotune"
+    assert uses_cuda_graphs("reduce-overhead", True) and not uses_cuda_graphs("reduce-overhead", False)
+    assert not uses_cuda_graphs("default", True)
+    with pytest.raises(ConfigError, match="compile='fast' is not valid: choose one of false, true, auto, default"):
+        compile_mode("fast", True)

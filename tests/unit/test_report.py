@@ -34,6 +34,7 @@ def record(model: str, seed: int, acc: float | None, status: str = "finished", *
            "params": 1000 * depth, "macs": 100_000 * depth, "flops": 200_000 * depth, "params/stem": 10,
            "macs/stem": 1000, "params/stage1": 1000 * depth - 20, "macs/stage1": 100_000 * depth - 2000,
            "params/head": 10, "macs/head": 1000, "params_share/head": 10 / (1000 * depth),
+           "macs_share/head": 1000 / (100_000 * depth), "time_share/head": 0.02,
            "train/images_per_s": 100.0 + seed, "hardware/device": "Test CPU", "hardware/device_type": "cpu",
            "epochs": 3, "precision": "32-true"}
     if acc is not None:
@@ -66,13 +67,15 @@ def test_table_rows_mean_std_and_flags(sweep: Path, tmp_path: Path) -> None:
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     header, body = lines[0], lines[1:]
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "model", "residual", "depth", "params (K)", "MMACs", "head params", "train img/s", "test top-1", "n", "runs"]
+        "model", "residual", "depth", "params (K)", "MMACs", "head params", "head MACs", "head time", "train img/s",
+        "test top-1", "n", "runs"]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in body}
     assert list(rows) == ["plain20", "resnet20", "plain32", "resnet32", "plain44", "resnet44"]  # grid order
-    assert rows["plain20"][7:10] == ["0.850 ± 0.071", "2", "2 finished"]  # sample std of 0.80, 0.90
-    assert rows["plain20"][3:7] == ["20.00", "2.00", "0.1%", "100"]  # K params, MMACs, head share, mean img/s
-    assert rows["resnet20"][7:10] == ["0.950", "1", "**1 finished, 1 diverged**"]  # n=1: no std; diverged apart
-    assert rows["plain32"][7:10] == ["–", "0", "**1 failed, 1 running**"]
+    assert rows["plain20"][9:12] == ["0.850 ± 0.071", "2", "2 finished"]  # sample std of 0.80, 0.90
+    # K params, MMACs, the head's shares of params, MACs and measured time, mean img/s
+    assert rows["plain20"][3:9] == ["20.00", "2.00", "0.1%", "0.1%", "2.0%", "100"]
+    assert rows["resnet20"][9:12] == ["0.950", "1", "**1 finished, 1 diverged**"]  # n=1: no std; diverged apart
+    assert rows["plain32"][9:12] == ["–", "0", "**1 failed, 1 running**"]
     for name in ("resnet32", "plain44", "resnet44"):  # grid jobs without results.json: flagged, never dropped
         assert rows[name][-1] == "**2 missing**" and rows[name][-2] == "0"
     assert "hardware: Test CPU (cpu)" in table and "epochs: 3" in table and "data: digits at 8x8" in table
