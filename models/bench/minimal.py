@@ -22,12 +22,15 @@ if TYPE_CHECKING:
 class Minimal:
     """The hand-written loop: same network/spec, optimizer settings, autocast and memory format as the project."""
 
-    def __init__(self, cfg: Any, case: Case, device: torch.device) -> None:
+    def __init__(self, cfg: Any, case: Case, device: torch.device, graphs: bool = False) -> None:
+        """`graphs`: the same loop with the network compiled as CUDA graphs (torch.compile mode="reduce-overhead",
+        one `cudagraph_mark_step_begin` per step) — the real limit for small networks on a GPU."""
         from omegaconf import OmegaConf
 
         from data import build_datamodule
         from models.network import Net
         from models.train.build import build_spec
+        from models.train.graphs import compile_mode
         from models.train.optim import OptimConfig, make_optimizer
 
         torch.manual_seed(int(cfg.seed))
@@ -38,9 +41,12 @@ class Minimal:
         net = Net(spec).to(device)
         if case.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        if case.compile:
-            net.compile()
-        self.opt = make_optimizer(net, OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True)))
+        mode = "reduce-overhead" if graphs else compile_mode(case.compile, device.type == "cuda")
+        if mode:
+            net.compile(mode=mode)
+        self.graphs = graphs and device.type == "cuda"
+        self.opt = make_optimizer(net, OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True)),
+                                  fused=device.type == "cuda")
         self.net, self.case, self.device, self.dm = net, case, device, dm
         if device.type == "cuda" and cfg.trainer.get("benchmark"):
             torch.backends.cudnn.benchmark = True
@@ -86,6 +92,8 @@ class Minimal:
             if self.case.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             self.opt.zero_grad(set_to_none=True)
+            if self.graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with self._autocast():
                 loss = F.cross_entropy(self.net(x), y)
             loss.backward()

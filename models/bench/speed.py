@@ -35,8 +35,8 @@ from models.utils.system import load_average
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
 COLUMNS = ["model", "data", "size", "batch", "precision", "channels_last", "compile", "img/s project",
-           "img/s minimal", "ratio", "MACs", "GFLOPs", "MFU", "infer img/s", "infer img/s minimal",
-           "pipeline img/s"]
+           "img/s minimal", "ratio", "img/s graph loop", "ratio to graphs", "MACs", "GFLOPs", "MFU", "infer img/s",
+           "infer img/s minimal", "pipeline img/s"]
 
 
 # ---------------------------------------------------------------------------------------------- cases
@@ -66,6 +66,8 @@ class SpeedResult:
     minimal: float = 0.0
     project_windows: list[float] = field(default_factory=list)
     minimal_windows: list[float] = field(default_factory=list)
+    graph: float | None = None  # the minimal loop as CUDA graphs (GPU only)
+    graph_windows: list[float] = field(default_factory=list)
     runmeter: float | None = None
     pipeline: float = 0.0
     infer_project: float | None = None
@@ -93,7 +95,9 @@ class SpeedResult:
         return {"model": c.model, "data": self.data_label, "size": self.size, "batch": c.batch,
                 "precision": c.precision, "channels_last": c.channels_last, "compile": c.compile,
                 "img/s project": _r(self.project), "img/s minimal": _r(self.minimal),
-                "ratio": round(self.ratio, 3), "MACs": self.macs, "GFLOPs": round(self.flops / 1e9, 3),
+                "ratio": round(self.ratio, 3), "img/s graph loop": None if self.graph is None else _r(self.graph),
+                "ratio to graphs": None if not self.graph else round(self.project / self.graph, 3),
+                "MACs": self.macs, "GFLOPs": round(self.flops / 1e9, 3),
                 "MFU": None if self.mfu is None else round(self.mfu, 4),
                 "infer img/s": None if self.infer_project is None else _r(self.infer_project),
                 "infer img/s minimal": _r(self.infer_minimal), "pipeline img/s": _r(self.pipeline)}
@@ -167,11 +171,14 @@ def _recording_meter():
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             warmup, steps, windows = self.plan
-            done, end = len(self.ticks) + 1, self._last_end
-            if self.between is not None and done >= warmup and (done - warmup) % steps == 0 \
-                    and (done - warmup) // steps <= windows:
+            done = len(self.ticks) + 1
+            boundary = done >= warmup and (done - warmup) % steps == 0 and (done - warmup) // steps <= windows
+            if boundary:  # a window's end is synchronised: its images/s are exact on a GPU too
+                self._last_end = self._sync(trainer)
+            end = self._last_end
+            if self.between is not None and boundary:
                 self.between((done - warmup) // steps)
-                self._last_end = self._sync(trainer)  # the next step is timed from here
+                self._last_end = self._window_start = self._sync(trainer)  # the next step is timed from here
             self.ticks.append((trainer.current_epoch, batch_idx, end, int(batch[0].shape[0]), self._last_end))
 
     return RecordingMeter
@@ -206,7 +213,7 @@ def project_overrides(case: Case, data: list[str], run_dir: Path, logger: str, a
             f"trainer.precision={case.precision}", f"channels_last={str(case.channels_last).lower()}",
             f"compile={str(case.compile).lower()}", f"logger={logger}", f"trainer.max_steps={total}",
             "trainer.max_epochs=1", "trainer.limit_val_batches=0", f"trainer.limit_test_batches={case.eval_batches}",
-            "trainer.num_sanity_val_steps=0", f"measure.warmup_steps={case.warmup}",
+            "trainer.num_sanity_val_steps=0", f"measure.warmup_steps={case.warmup}", "measure.parts=false",
             "summary=false", f"run_dir={run_dir}"]
 
 
@@ -235,6 +242,7 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
     row = SpeedResult(case=case, data_label=label, load_before=round(load_average(), 2))
 
     minimal = Minimal(cfg, case, device)
+    graphs = Minimal(cfg, case, device, graphs=True) if device.type == "cuda" else None  # the CUDA-graph limit
     from models.complexity import profile
 
     row.size = int(minimal.dm.image_size)
@@ -245,12 +253,13 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
     log(f"[{case.model} b{case.batch} {case.precision} cl={case.channels_last} compile={case.compile} {label}] "
         f"project and minimal windows, interleaved ...")
 
-    def between(j: int) -> None:  # inside the project's fit, at its window boundaries: A B A B ...
+    def between(j: int) -> None:  # inside the project's fit, at its window boundaries: A B C A B C ...
         with torch.inference_mode(False), torch.enable_grad():
-            if j == 0:
-                minimal.train_steps(case.warmup)
-            else:
-                row.minimal_windows.append(minimal.train_steps(case.steps))
+            for loop, windows in ((minimal, row.minimal_windows), (graphs, row.graph_windows)):
+                if loop is not None and j == 0:
+                    loop.train_steps(max(case.warmup, 3 if loop is graphs else 0))  # graphs: record, then replay
+                elif loop is not None:
+                    windows.append(loop.train_steps(case.steps))
 
     record, meter = run_project(case, overrides, between)
     while len(row.minimal_windows) < case.repeats:  # only if the project run stopped early
@@ -265,11 +274,14 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
     row.peak_flops = meter.peak
     row.mfu = 3 * row.flops * row.project / meter.peak if meter.peak else None
     row.minimal = statistics.median(row.minimal_windows)
+    row.graph = statistics.median(row.graph_windows) if row.graph_windows else None
     row.infer_minimal = minimal.infer(max(2, case.eval_batches - 1))
     row.load_after = round(load_average(), 2)
     log(f"  project {row.project:,.1f} img/s (windows {[round(r, 1) for r in row.project_windows]}, RunMeter "
         f"{row.runmeter or 0:,.1f}), minimal {row.minimal:,.1f} img/s (windows "
-        f"{[round(r, 1) for r in row.minimal_windows]}), ratio {row.ratio:.3f} (paired {row.paired_ratio:.3f}); "
+        f"{[round(r, 1) for r in row.minimal_windows]}), ratio {row.ratio:.3f} (paired {row.paired_ratio:.3f})"
+        + (f", CUDA-graph loop {row.graph:,.1f} img/s (ratio {row.project / row.graph:.3f})" if row.graph else "")
+        + "; "
         f"load {row.load_before}->{row.load_after}")
     return row
 
@@ -298,4 +310,52 @@ def epoch_compare(cifar_root: Path, workdir: Path, model: str = "resnet20", batc
                "load_after": round(load_average(), 2)}
         log(f"  {row}")
         out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- packed runs
+def packed_rates(case: Case, jobs: int, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
+                 logger: str = "none", log: Any = print) -> dict[str, Any]:
+    """The case's project run alone, then `jobs` copies at once on the same device (as hydra/launcher=local_gpus
+    with jobs_per_gpu runs them: CPU threads split, one compile cache): aggregate images/s against one run's.
+    Each run's rate is its own RunMeter measurement; `overlap` is the share of the packed runs' span during which
+    all of them were training (near 1: the aggregate is what the device delivered)."""
+    import os
+    import subprocess
+    import sys
+
+    from models.train.records import read_results
+    from models.utils.system import PACKED_ENV, cpu_count
+
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    data, _ = data_overrides(case, workdir, cifar_root)
+
+    def launch(n: int) -> list[dict[str, Any]]:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(workdir / ".compile_cache"), PACKED_ENV: str(n),
+               "OMP_NUM_THREADS": str(max(1, cpu_count() // n))}
+        runs = []
+        for _ in range(n):
+            run_dir = Path(tempfile.mkdtemp(prefix=f"packed{n}_", dir=workdir))
+            cmd = [sys.executable, str(REPO / "scripts" / "train.py"),
+                   *project_overrides(case, data, run_dir, logger, accelerator)]
+            runs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), run_dir))
+        records = []
+        for proc, run_dir in runs:
+            _, err = proc.communicate()
+            record = read_results(run_dir) or {}
+            if proc.returncode != 0 or record.get("status") != "finished":
+                raise RuntimeError(f"packed run in {run_dir} failed: {err.decode()[-500:]}")
+            records.append(record)
+        return records
+
+    log(f"[{case.model} b{case.batch}] one run alone, then {jobs} at once ...")
+    single = launch(1)[0]["train/images_per_s"]
+    records = launch(jobs)
+    rates = [r["train/images_per_s"] for r in records]
+    start, end = max(r["started_at"] for r in records), min(r["ended_at"] for r in records)
+    span = max(r["ended_at"] for r in records) - min(r["started_at"] for r in records)
+    out = {"model": case.model, "batch": case.batch, "jobs": jobs, "single": single, "per_job": rates,
+           "aggregate": sum(rates), "speedup": sum(rates) / single, "overlap": max(0.0, end - start) / span}
+    log(f"  {jobs} packed: {out['aggregate']:,.1f} img/s together vs {single:,.1f} alone "
+        f"({out['speedup']:.2f}x; overlap {out['overlap']:.2f})")
     return out

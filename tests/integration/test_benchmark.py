@@ -4,6 +4,7 @@ in process), and the window arithmetic that turns step timestamps into images/s.
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_cli_smoke_table_and_csv(tmp_path: Path) -> None:
     cmd = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--data", "synthetic", "--batch-sizes", "16",
            "--image-size", "16", "--steps", "2", "--repeats", "2", "--warmup", "1", "--eval-batches", "2",
            "--logger", "none", "--workdir", str(tmp_path / "work"), "--csv", str(out_csv),
-           "--readme", str(tmp_path / "bench.md")]
+           "--readme", str(tmp_path / "bench.md"), "--packed", "2", "--json", str(tmp_path / "bench.json")]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| model"))
@@ -50,8 +51,14 @@ def test_cli_smoke_table_and_csv(tmp_path: Path) -> None:
         assert float(row[key]) > 0, key
     assert 0 < float(row["MFU"]) <= 1
     assert int(row["MACs"]) == D.profile_macs("resnet20", 16)
+    assert row["img/s graph loop"] == "" and row["ratio to graphs"] == ""  # CUDA graphs: a GPU only
     md = (tmp_path / "bench.md").read_text()
     assert "<!-- benchmark:begin -->" in md and "| resnet20 | synthetic-cifar |" in md
+    # two copies of the run at once on the same device, against one alone (the packed-grid measurement)
+    (packed,) = json.loads((tmp_path / "bench.json").read_text())["packed"]
+    assert packed["jobs"] == 2 and len(packed["per_job"]) == 2 and all(r > 0 for r in packed["per_job"])
+    assert packed["aggregate"] == pytest.approx(sum(packed["per_job"])) and 0 <= packed["overlap"] <= 1
+    assert "packed: 2 x resnet20 b16:" in proc.stdout and "2 packed resnet20 runs >= 3x" in proc.stdout
 
 
 def test_folder_cache_path_in_process(tmp_path: Path) -> None:
