@@ -13,7 +13,7 @@ install: $(STAMP)
 # torch/torchvision come as version ranges (pip takes the builds this machine has on disk); no == pins.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test,slurm]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	$(PY) -m pip install -q -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(STAMP)
 
 # The main job on the embedded digits data (resnet20: params, MACs, test accuracy), then a tiny ablation table.
@@ -25,13 +25,16 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # Everything (CI): lint, then every test tier (unit, integration, reliability; slow, slurm and gpu-marked ones too;
-# gpu tests skip without a GPU).
+# gpu tests skip without a GPU). Two pytest workers, one test file each at a time (module fixtures run once):
+# much of the suite waits on subprocesses, a scheduler or sleeps. PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 test: lint
-	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(PYTEST_ARGS)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # The edit-test loop: lint and the tests not marked slow, slurm or gpu (a few minutes).
 test-fast: lint
-	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(XDIST) -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
 
 complexity: $(STAMP)
 	$(PY) scripts/complexity.py out=docs

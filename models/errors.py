@@ -6,3 +6,11 @@ class ConfigError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))  # always one line
+
+
+class TaskFailed(RuntimeError):
+    """A sweep task that failed where the sweep cannot see its exception (a SLURM task): the message names the task
+    and the cause, on one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))

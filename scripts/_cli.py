@@ -19,14 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import hydra._internal.utils as hydra_utils
 from hydra.core.utils import JobReturn, JobStatus
 
-from models.errors import ConfigError
+from models.errors import ConfigError, TaskFailed
 
 EXIT_BAD_INPUT = 2
 
 
 def one_line(ex: BaseException) -> str:
     """A single line naming the key and the fix, from our ConfigError or Hydra's multi-line messages."""
-    if isinstance(ex, ConfigError):
+    if isinstance(ex, (ConfigError, TaskFailed)):
         return str(ex)
     for cause in (ex, ex.__cause__, ex.__context__):
         if cause is not None and hasattr(cause, "problem_mark"):  # yaml.MarkedYAMLError (parser/scanner)

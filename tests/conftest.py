@@ -53,3 +53,17 @@ def finished_wandb_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
             else:
                 os.environ[k] = v
     return {"run_dir": run_dir, "record": record, "cfg": cfg}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node SLURM cluster (tests/helpers/slurm.py), started once per test session by the xdist
+    worker that runs tests/integration/test_slurm.py (`make test` hands out whole files), stopped by PID. The Debian
+    packages are installed when missing; the tests skip only where that is impossible."""
+    from helpers.slurm import LocalSlurm, install_packages
+
+    problem = install_packages()
+    if problem:
+        pytest.skip(f"no SLURM: {problem}")
+    with LocalSlurm(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -108,9 +109,12 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: di
 
 def build_trainer(settings: TrainerSettings, run_dir: Path, loggers: list[Any],
                   callbacks: list[pl.Callback]) -> pl.Trainer:
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # one requeue mechanism only: submitit's (models/train/preempt.py), not
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # Lightning's USR1 -> hpc_ckpt_N.ckpt + requeue
     try:
         return pl.Trainer(**settings.trainer_kwargs(), logger=loggers or False, callbacks=callbacks,
-                          default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+                          default_root_dir=str(run_dir), plugins=plugins)
     except (ValueError, TypeError, RuntimeError) as e:  # MisconfigurationException is a ValueError
         raise ConfigError(f"trainer: {' '.join(str(e).split())[:300]} (check the trainer.* overrides)") from None
 

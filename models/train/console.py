@@ -183,6 +183,7 @@ class Announce(Callback):
             return
         resume = ({"path": trainer.ckpt_path, "epoch": trainer.current_epoch, "step": trainer.global_step}
                   if trainer.ckpt_path else None)
+        self.record["resumed_at_step"] = trainer.global_step if resume else None
         log.info(start_line(self.record, resume, getattr(pl_module, "total_steps", None)))
 
 

@@ -5,7 +5,8 @@ The run reads as its stages: stop if already done -> build (datamodule, spec, mo
 best.ckpt (`test/*`) and on last.ckpt (`test_last/*`) -> write the record (atomically, rank 0 only).
 
 Re-running in the same run dir: `finished`/`diverged` runs are returned as recorded; `running`/`failed` ones resume.
-SIGTERM writes a resumable checkpoint and exits 143; a NaN/inf loss ends the run as `diverged`.
+SIGTERM writes a resumable checkpoint and exits 143; a NaN/inf loss ends the run as `diverged`. Under SLURM
+(submitit) the time-limit signal does the same, then submitit requeues the job (`models.train.preempt`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from models.train.build import Built, MeterFactory, build
 from models.train.config import check_same_config, hydra_overrides, resolve_run_dir
 from models.train.console import log
 from models.train.loggers import ResumableCSVLogger, wandb_finish, wandb_start
+from models.train.preempt import Preemption
 from models.train.records import DONE, RESULTS, Diverged, atomic_write_json, read_results
-from models.utils.system import PACKED_ENV, machine
+from models.utils.system import PACKED_ENV, machine, threads_from_scheduler
 
 EXIT_SIGTERM = 143  # what SLURM and shells expect from a job that stopped on SIGTERM; the run stays resumable
 
@@ -51,7 +53,8 @@ class RunRecord:
             "status": "running", "run_dir": str(run_dir), "experiment": str(cfg.experiment),
             "ablation": cfg.get("ablation"), "tags": list(cfg.get("tags") or []), "seed": int(cfg.seed),
             "overrides": overrides, "invocations": int(previous.get("invocations") or 0) + 1,
-            "packed_jobs": int(os.environ.get(PACKED_ENV) or 1), "started_at": time.time()}
+            "packed_jobs": int(os.environ.get(PACKED_ENV) or 1), "started_at": time.time(),
+            "interruptions": list(previous.get("interruptions") or [])}  # every stop this run resumed from
 
     def write(self) -> None:
         if self.is_zero and self.dir.exists():
@@ -132,7 +135,7 @@ def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
     OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), out / "overrides.yaml")
 
 
-def fit(run: RunRecord, parts: Built) -> None:
+def fit(run: RunRecord, parts: Built, preemption: Preemption) -> None:
     """trainer.fit, resuming from last.ckpt when there is one; divergence and SIGTERM are outcomes, not errors."""
     trainer = parts.trainer
     try:
@@ -149,8 +152,11 @@ def fit(run: RunRecord, parts: Built) -> None:
                           f"batches of an epoch: use a fraction of an epoch (e.g. 0.5), an integer <= {n}, or "
                           "trainer.check_val_every_n_epoch=null to count batches across epochs") from None
     except SIGTERMException:
-        run.data.update(status="running", interrupted="SIGTERM", interrupted_at_step=trainer.global_step,
-                        resume_from=str(parts.last) if parts.sigterm.saved else None)
+        saved = str(parts.last) if parts.sigterm.saved else None
+        by = preemption.reason or "SIGTERM"
+        run.data.update(status="running", interrupted=by, interrupted_at_step=trainer.global_step, resume_from=saved)
+        run.data["interruptions"].append({"by": by, "at_step": trainer.global_step, "checkpoint": saved,
+                                          "at": time.time(), "invocation": run.data["invocations"]})
     run.data.update(epochs=trainer.current_epoch, steps=trainer.global_step, **parts.meter.summary(trainer),
                     **parts.watch.summary())
     run.data["sched/total_steps"] = getattr(parts.module, "total_steps", None)
@@ -206,33 +212,36 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, meter_factory: Me
         console.setup(None, verbose)  # nothing is written into a finished run's directory
         return done(run_dir, previous, cfg)
     console.setup(run_dir, verbose)
+    threads_from_scheduler()
     run = RunRecord(cfg, run_dir, hydra_overrides() if overrides is None else list(overrides), previous)
     parts: Built | None = None
-    try:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        parts = build(cfg, run_dir, run.data, meter_factory, [Bookkeeper(run)])
-        begin(run, parts)
-        fit(run, parts)
-        if run.data["status"] == "running" and "interrupted" not in run.data:
-            test(run, parts)
-    except BaseException as e:
-        fail(run, e, parts)
-        console.close_log_file()
-        raise
-    try:
-        return finish(run, parts)
-    finally:
-        console.close_log_file()
+    with Preemption() as preemption:
+        try:
+            pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+            parts = build(cfg, run_dir, run.data, meter_factory, [Bookkeeper(run), preemption])
+            begin(run, parts)
+            fit(run, parts, preemption)
+            if run.data["status"] == "running" and "interrupted" not in run.data:
+                test(run, parts)
+        except BaseException as e:
+            fail(run, e, parts)
+            console.close_log_file()
+            raise
+        try:
+            return finish(run, parts, preemption)
+        finally:
+            console.close_log_file()
 
 
-def finish(run: RunRecord, parts: Built) -> dict[str, Any]:
+def finish(run: RunRecord, parts: Built, preemption: Preemption) -> dict[str, Any]:
     run.stop_clock()
     run.write()
     if run.is_zero:
         wandb_finish(parts.loggers, run.data)
-    if run.data["status"] == "running":  # SIGTERM: the job (and a sweep) stops with the conventional 128 + 15
-        log.info(f"interrupted by SIGTERM at step {parts.trainer.global_step}; checkpoint {parts.last} saved. Re-run "
-                 "the same command (same hydra.run.dir) to resume.")
+    if run.data["status"] == "running":  # interrupted: the job (and a sweep) stops with the conventional 128 + 15
+        log.info(f"interrupted by {run.data['interrupted']} at step {parts.trainer.global_step}; checkpoint "
+                 f"{parts.last} saved. Re-run the same command (same hydra.run.dir) to resume.")
+        preemption.hand_back()  # under SLURM: submitit requeues the job and exits
         raise SystemExit(EXIT_SIGTERM)
     if run.is_zero:
         console.report(run.data, bool(run.cfg.get("summary", True)))

@@ -28,6 +28,17 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def threads_from_scheduler() -> int | None:
+    """Under SLURM, the CPUs the job was given (SLURM_CPUS_PER_TASK) become torch's thread count unless
+    OMP_NUM_THREADS says otherwise: without CPU binding (TaskPlugin=task/none) torch would otherwise start one
+    thread per core of the node and tasks sharing it would oversubscribe every core."""
+    given = os.environ.get("SLURM_CPUS_PER_TASK")
+    if not given or not given.isdigit() or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    torch.set_num_threads(int(given))
+    return int(given)
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()

@@ -84,9 +84,8 @@ def test_unknown_ablation_lists_the_valid_ones() -> None:
         ablation_config("no_such_ablation")
 
 
-@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local_gpus", "PackedLocalLauncher")])
+@pytest.mark.parametrize("launcher, target", [("slurm", "Slurm"), ("local_gpus", "PackedLocalLauncher")])
 def test_submitit_launcher_configs_compose(launcher: str, target: str) -> None:
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the optional `slurm` extra
     cfg = ablation_config("residual_vs_plain", [f"hydra/launcher={launcher}", "hydra.launcher.timeout_min=30"])
     conf = cfg.hydra.launcher
     assert conf._target_.endswith(target) and get_class(conf._target_).__name__ == target
@@ -94,6 +93,6 @@ def test_submitit_launcher_configs_compose(launcher: str, target: str) -> None:
     assert "???" not in OmegaConf.to_yaml(conf)  # every field has a usable default
     if launcher == "slurm":
         assert conf.partition is None and conf.max_num_timeout > 0  # resubmitted jobs resume from last.ckpt
-        assert conf.gpus_per_node == 1
+        assert conf.gpus_per_node == 1 and conf.additional_parameters.requeue is True  # #SBATCH --requeue
     else:  # every GPU of the machine, jobs_per_gpu jobs on each
         assert conf.gpus_per_node is None and conf.jobs_per_gpu == 1

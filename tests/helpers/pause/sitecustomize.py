@@ -1,0 +1,50 @@
+"""On PYTHONPATH of a SLURM test's jobs: a run pauses at optimizer step $PAUSE_AT_STEP (before its forward), writes
+$PAUSE_DIR/<SLURM task id>, and waits until a signal asks Lightning to stop (SIGTERM, or submitit's USR2 deferred by
+models/train/preempt.py) -- so the test's `scancel --signal=USR2` / `scontrol requeue` lands mid-training at a known
+step. Each task pauses once (the marker stays); the library has no test hooks, this patches it from outside."""
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+TARGET = "models.train.module"
+
+
+def _patch(module) -> None:
+    step, marks = int(os.environ["PAUSE_AT_STEP"]), Path(os.environ["PAUSE_DIR"])
+    task = os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SLURM_JOB_ID", "local")
+    original = module.Classifier.training_step
+
+    def training_step(self, batch, batch_idx):
+        mark = marks / task
+        if self.global_step == step and not mark.exists():
+            mark.write_text(f"paused at step {step}")
+            end = time.monotonic() + 120
+            while not self.trainer.received_sigterm and time.monotonic() < end:
+                time.sleep(0.05)
+        return original(self, batch, batch_idx)
+
+    module.Classifier.training_step = training_step
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != TARGET:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if os.environ.get("PAUSE_AT_STEP"):
+    sys.meta_path.insert(0, _Finder())

@@ -1,0 +1,205 @@
+"""A real single-node SLURM cluster for the tests: munged with its own key and socket, slurmctld and slurmd in the
+foreground, everything (state, spool, logs, config) under one directory, stopped by PID.
+
+Debian's slurm-wlm + munge (22.05) are enough; no systemd, cgroups or root services are touched. Accounting
+(slurmdbd + a database) is not started: `sacct`, which submitit polls for job states, is replaced on the PATH of the
+test's commands by a stand-in that answers from `squeue -t all` (finished jobs stay visible for MinJobAge = 300 s).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")
+PACKAGES = ("slurm-wlm", "munge")
+
+SACCT = """#!/bin/sh
+# sacct stand-in (this test cluster has no slurmdbd): answers submitit's
+#   sacct -o JobID,State,NodeList --parsable2 -j ID [-j ID ...]
+# from slurmctld's own job table, one line per array task, finished jobs included.
+ids=""
+while [ $# -gt 0 ]; do
+  case "$1" in -j) shift; ids="${ids:+$ids,}$1" ;; esac
+  shift
+done
+echo "JobID|State|NodeList"
+[ -n "$ids" ] && exec squeue -h -r -t all -j "$ids" -o "%i|%T|%N" 2>/dev/null
+exit 0
+"""
+
+
+def missing_tools() -> list[str]:
+    return [t for t in DAEMONS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
+
+
+def install_packages() -> str | None:
+    """apt-get install the Debian packages when a tool is missing (root only); None when they are there after."""
+    if not missing_tools():
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return (f"SLURM tools {missing_tools()} missing and apt-get unavailable (not root): "
+                f"apt-get install {' '.join(PACKAGES)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *PACKAGES]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            tail = " ".join(done.stderr.split()[-30:])
+            return f"`{' '.join(cmd)}` failed ({tail})"
+    return f"SLURM tools still missing after apt-get: {missing_tools()}" if missing_tools() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _memory_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 4096
+
+
+class LocalSlurm:
+    """`with LocalSlurm(root) as cluster:` a cluster named after this host; `cluster.env` is what a client command
+    (sbatch, squeue, submitit through Hydra) needs: SLURM_CONF and the PATH holding the sacct stand-in."""
+
+    def __init__(self, root: Path, cpus: int | None = None) -> None:
+        self.root = root
+        self.host = socket.gethostname().split(".")[0]
+        self.cpus = cpus or os.cpu_count() or 1
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.conf = root / "slurm.conf"
+        self.socket = root / "munge" / "munge.socket"
+        bin_dir = root / "bin"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf),
+                    "PATH": f"{bin_dir}:/usr/sbin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+    def __enter__(self) -> LocalSlurm:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 60) -> None:
+        for sub in ("munge", "state", "spool", "log", "bin"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub).chmod(0o700)
+        sacct = self.root / "bin" / "sacct"
+        sacct.write_text(SACCT)
+        sacct.chmod(0o755)
+        self._start_munge()
+        self.conf.write_text(self._config())
+        self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
+        self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf), "-N", self.host])
+        self._wait_idle(timeout)
+
+    def _start_munge(self) -> None:
+        key = self.root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        m = self.root / "munge"
+        self._spawn("munged", ["munged", "--foreground", "--force", f"--socket={self.socket}", f"--key-file={key}",
+                               f"--pid-file={m / 'munged.pid'}", f"--log-file={self.root / 'log' / 'munged.log'}",
+                               f"--seed-file={m / 'munged.seed'}"])
+        self._wait(lambda: self.socket.exists(), 10, "munged did not create its socket")
+
+    def _config(self) -> str:
+        r, host = self.root, self.host
+        return "\n".join([
+            "ClusterName=vvrtest", f"SlurmctldHost={host}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
+            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
+            "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={self.socket},cred_expire=5",
+            f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={r / 'spool'}",
+            f"SlurmctldPidFile={r / 'slurmctld.pid'}", f"SlurmdPidFile={r / 'slurmd.pid'}",
+            f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={r / 'log' / 'slurmd.log'}",
+            # no cgroups, no accounting daemon: what a container without systemd can run. JobRequeue=0 (as on many
+            # clusters): only jobs submitted with --requeue (configs/hydra/launcher/slurm.yaml) may be requeued
+            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none", "MpiDefault=none",
+            "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
+            "JobRequeue=0", "KillWait=5", "MinJobAge=300", "SchedulerParameters=sched_interval=1",
+            "ReturnToService=2", "SlurmdParameters=config_overrides", "PlugStackConfig=/dev/null",
+            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN",
+            "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""])
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log = open(self.root / "log" / f"{name}.out", "w")  # noqa: SIM115 (closed with the process)
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        log.close()
+
+    def _wait(self, ready, timeout: float, message: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{dead[0]} exited: {self.log_tail(dead[0])}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{message} within {timeout:.0f} s: {self.log_tail('slurmctld')}")
+
+    def _wait_idle(self, timeout: float) -> None:
+        def idle() -> bool:
+            out = self.run(["sinfo", "-h", "-o", "%T"], check=False)
+            return out.returncode == 0 and out.stdout.strip() == "idle"
+        self._wait(idle, timeout, "the node did not come up idle")
+
+    def run(self, cmd: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
+
+    def jobs(self) -> list[dict[str, str]]:
+        """Every job slurmctld remembers (MinJobAge): id (array tasks as ARRAY_TASK), array job id, state, name,
+        restart count."""
+        out = self.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%F|%K|%T|%j"]).stdout
+        keys = ("id", "array_job", "array_task", "state", "name")
+        rows = [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
+        for row in rows:
+            show = self.run(["scontrol", "-o", "show", "job", row["id"]], check=False).stdout
+            fields = dict(f.split("=", 1) for f in show.split() if "=" in f)
+            row["restarts"] = fields.get("Restarts", "0")
+        return rows
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        for path in (self.root / "log" / f"{name}.log", self.root / "log" / f"{name}.out"):
+            if path.exists() and path.stat().st_size:
+                return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def stop(self) -> None:
+        """Cancel every job first (their processes belong to slurmd), then stop the daemons by PID."""
+        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
+            self.run(["scancel", "--user", str(os.getuid())], check=False)
+            end = time.monotonic() + 15
+            while time.monotonic() < end and any(j["state"] in ("RUNNING", "COMPLETING", "PENDING")
+                                                 for j in self._safe_jobs()):
+                time.sleep(0.5)
+        for name in ("slurmd", "slurmctld", "munged"):
+            proc = self.procs.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def _safe_jobs(self) -> list[dict[str, str]]:
+        try:
+            out = self.run(["squeue", "-h", "-r", "-o", "%i|%T"], check=False).stdout
+        except subprocess.TimeoutExpired:
+            return []
+        return [{"id": a, "state": b} for a, b in (line.split("|") for line in out.splitlines() if "|" in line)]
