@@ -20,7 +20,13 @@ from omegaconf import DictConfig
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    # imported here, not at the top: a bad command line is reported before torch and Lightning load (~5 s)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.RUN:  # one command line: its own checks before torch and Lightning load
+        from models.train.preflight import preflight  # (~7 s of imports), so a bad value is reported in a second;
+
+        preflight(cfg)  # a sweep's job records its failure in results.json instead, where the report counts it
     from models.train.run import train
 
     return train(cfg)  # a sweep's launcher sees the record (its status, where the run lives)

@@ -155,7 +155,8 @@ def plot_layer_profile(rows: Sequence[Any], path: str | Path) -> Path:
     axes[0, 0].legend(loc="upper right", ncol=3, fontsize=8)
     axes[-1, 0].set_xlabel("conv / linear layer, input to output")
     t = rows[0].timing
-    return _finish(fig, path, f"time: {t.device}, {t.precision}, batch {t.batch_size}, median of {t.repeats} runs")
+    note = f"time: {t.device}, precision {t.precision}, batch {t.batch_size}, median of {t.repeats} runs"
+    return _finish(fig, path, note)
 
 
 def plot_roofline(rows: Sequence[Any], path: str | Path) -> Path:
@@ -191,4 +192,5 @@ def plot_roofline(rows: Sequence[Any], path: str | Path) -> Path:
     ax.set_title("Roofline: where each layer's time goes")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
-    return _finish(fig, path, f"{device}, {t.precision}, batch {t.batch_size}; ceilings: torch.mm and a tensor copy")
+    note = f"{device}, precision {t.precision}, batch {t.batch_size}; ceilings: torch.mm and a tensor copy"
+    return _finish(fig, path, note)

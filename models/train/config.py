@@ -11,11 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from models.errors import ConfigError
-from models.train.checkpoints import load_checkpoint
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -116,20 +114,29 @@ def check_run_length(kwargs: dict[str, Any], sched: str) -> None:
 
 
 def check_devices(accelerator: str, devices: Any) -> None:
-    """Lightning happily starts 64 CPU 'devices' (processes) on a 2-core box; refuse more than there are."""
+    """Lightning happily starts 64 CPU 'devices' (processes) on a 2-core box; refuse more than there are. torch is
+    imported only to ask about GPUs: a CPU run is checked before torch loads (models.train.preflight)."""
+    if accelerator == "cpu":
+        _check_count(devices, os.cpu_count() or 1, "CPUs")
+        return
+    import torch
+
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: use trainer=cpu (or "
                           "trainer.accelerator=cpu)")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    _check_count(devices, torch.cuda.device_count() if on_gpu else (os.cpu_count() or 1), "GPUs" if on_gpu else "CPUs")
+
+
+def _check_count(devices: Any, available: int, kind: str) -> None:
     if not isinstance(devices, int) or isinstance(devices, bool) or devices == -1:
         return
     if devices < 1:
         raise ConfigError(f"trainer.devices={devices} must be >= 1 (or -1 / auto for all)")
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    available = torch.cuda.device_count() if on_gpu else (os.cpu_count() or 1)
-    kind = "GPUs" if on_gpu else "CPUs"
     if devices > available:
+        hint = "" if kind == "GPUs" else " (or trainer=gpu on a GPU box)"
         raise ConfigError(f"trainer.devices={devices} but this machine has {available} {kind}: use "
-                          f"trainer.devices<={available}" + ("" if on_gpu else " (or trainer=gpu on a GPU box)"))
+                          f"trainer.devices<={available}{hint}")
 
 
 @dataclass
@@ -161,7 +168,11 @@ class TrainerSettings:
 
     @property
     def on_cuda(self) -> bool:
-        return self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and torch.cuda.is_available())
+        if self.accelerator in ("gpu", "cuda"):
+            return True
+        import torch
+
+        return self.accelerator == "auto" and torch.cuda.is_available()
 
     def trainer_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.kwargs)
@@ -175,6 +186,8 @@ class TrainerSettings:
 def check_resume(ckpt: Path, knobs: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint must load (weights_only) and come from the same architecture. Returns what it recorded about
     the run besides weights (epoch, step, CSV rows, wall time)."""
+    from models.train.checkpoints import load_checkpoint
+
     checkpoint = load_checkpoint(ckpt, mmap=True)
     saved = checkpoint.get("hyper_parameters", {}).get("model", {})
     for key in sorted((set(saved) | set(knobs)) - {"depth", "width"}):  # real knobs, not the derived ones

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from models.errors import ConfigError
+
+if TYPE_CHECKING:  # torch loads with the model, not with the config checks (models.train.preflight)
+    import torch
+    from torch import nn
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
@@ -105,6 +106,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool) -> 
 def make_optimizer(model: nn.Module, o: OptimConfig, fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer of `o` over `model`'s parameter groups (see `param_groups`). `fused`: one CUDA kernel per step
     for all parameters (fewer launches; the learning rate stays a plain float, so nothing recompiles)."""
+    import torch
+
     groups = param_groups(model, o.weight_decay, o.decay_bn_bias)
     extra = {"fused": True} if fused else {}
     if o.name == "sgd":

@@ -112,7 +112,6 @@ def test_failed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path: P
 SUBSETS = {
     "seed_question_tiny": ["+ablation/variant=vgg16_resnet_stem"],
     "head_fc_vs_gap_224_tiny": ["model=resnet18", "model.head=fc"],
-    "stem_tiny": ["model=vgg11", "model.stem=resnet"],
     "factorial_tiny": ["model.residual=false", "model.stem=resnet", "model.head=fc"],
 }
 

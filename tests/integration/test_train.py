@@ -102,22 +102,6 @@ def test_bad_values_raise_config_error(tmp_path: Path, override: str, key: str) 
     assert read_results(tmp_path)["status"] == "failed"
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["model=nope"], "model=nope"),                                # Hydra: unknown config group option
-    (["model.depthz=3"], "depthz"),                                # Hydra: unknown key
-    (["model.num_classes=100"], "model.num_classes=100"),          # ours: ConfigError
-    (["data=cifar10", "data.root=/nonexistent/cifar"], "data.root"),  # the data package's ConfigError
-])
-def test_bad_input_one_line_exit_2(train_script, tmp_path: Path, args: list[str], needle: str) -> None:
-    proc = train_script([*args, f"hydra.run.dir={tmp_path / 'run'}", "logger=none"], timeout=120)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    record = read_results(tmp_path / "run")
-    assert record is None or record["status"] == "failed"
-
-
 def test_channels_last_and_bf16_switches(tmp_path: Path) -> None:
     overrides = [*FAST_TRAIN, "logger=none", f"run_dir={tmp_path}", "channels_last=true",
                  "trainer.precision=bf16-mixed", "trainer.max_epochs=1"]

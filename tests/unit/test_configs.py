@@ -110,3 +110,29 @@ def test_experiment_values_override_train_yaml() -> None:
 def test_run_dir_pattern() -> None:
     text = (CONFIGS / "train.yaml").read_text()
     assert "runs/${experiment}/${now:" in text
+
+
+def test_preflight_checks_need_no_torch() -> None:
+    """scripts/train.py reports a bad trainer/optim/model value before torch loads: the checks import none of it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from models.train.preflight import preflight; "
+            "print(sorted(m for m in ('torch', 'lightning', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-0.1", "optim.lr=-0.1 must be a positive number"),
+    ("model.head=mlp", "model.head='mlp' is not valid"),
+    ("trainer.min_epochs=5", "trainer.min_epochs=5 > trainer.max_epochs=1"),
+    ("data.image_size=2", "data.image_size=2 is too small"),
+])
+def test_preflight_raises_what_train_raises(override: str, message: str) -> None:
+    from models.train.preflight import preflight
+
+    cfg = compose_train(["trainer.max_epochs=1", override])
+    with pytest.raises(models.ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        preflight(cfg)
+    preflight(compose_train(["trainer.max_epochs=1"]))  # the defaults pass

@@ -17,3 +17,13 @@ def test_readme_links_resolve() -> None:
     readme = (REPO / "README.md").read_text()
     for link in re.findall(r"\]\(((?:docs|configs)/[^)#]+)\)", readme):
         assert (REPO / link).exists(), link
+
+
+def test_readme_measured_table_is_the_generated_one() -> None:
+    """The measured-time table (scripts/complexity.py measure=true) is pasted whole, caption and machine included."""
+    generated = (REPO / "docs" / "complexity_measured.md").read_text().strip()
+    table, caption = generated.split("\n\n")[:2]
+    readme = (REPO / "README.md").read_text()
+    begin, end = readme.index("<!-- measured:begin -->"), readme.index("<!-- measured:end -->")
+    assert table in readme[begin:end] and caption in readme[begin:end]
+    assert "fwd+bwd ms/image" in table and "Time: measured on" in caption
