@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import models
+from helpers.wandb import inspect_run
 from models.complexity import profile
 from models.train.loggers import wandb_mode
-
-WANDB = Path(sys.executable).with_name("wandb")
-
-
-def inspect_run(run_dir: Path) -> dict:
-    (path,) = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    out = subprocess.run([str(WANDB), "leet", "inspect", "--summary", "--json", str(path)], capture_output=True,
-                         text=True, timeout=120, check=True)
-    return json.loads(out.stdout)
 
 
 def test_offline_run_contents(finished_wandb_run: dict) -> None:
