@@ -21,16 +21,19 @@ demo: $(STAMP)
 	$(PY) scripts/train.py experiment=digits_quick hydra.run.dir=runs/demo/digits_quick
 	$(PY) scripts/ablate.py residual_vs_plain_tiny
 
+# ruff, then the floors: which package may import which (.importlinter; README "Layout").
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # Everything (CI): lint, then every test tier (unit, integration, reliability; slow, slurm and gpu-marked ones too;
 # gpu tests skip without a GPU). Two pytest workers, one test file each at a time (module fixtures run once):
 # much of the suite waits on subprocesses, a scheduler or sleeps. PYTEST_WORKERS=0 runs it in this process.
 PYTEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+# The run ends with the 15 slowest tests, so that the cost of the suite stays in sight.
 test: lint
-	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 # The edit-test loop: lint and the tests not marked slow, slurm or gpu (a few minutes).
 test-fast: lint

@@ -23,8 +23,9 @@ def _target_class(target: str) -> type:
                           "data=<digits|cifar10|cifar100|imagefolder|tinyimagenet|imagenette>") from None
 
 
-def build_datamodule(cfg: Mapping[str, Any]) -> Any:
-    """Instantiate `cfg["_target_"]`; keys its constructor does not take are an error, not silently ignored."""
+def build_datamodule(cfg: Mapping[str, Any], **settings: Any) -> Any:
+    """Instantiate `cfg["_target_"]`; keys its constructor does not take are an error, not silently ignored.
+    `settings`: what the run decides rather than the user (e.g. `pad_eval` for CUDA graphs), on top of `cfg`."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
@@ -35,7 +36,7 @@ def build_datamodule(cfg: Mapping[str, Any]) -> Any:
                 "<value>"
             raise ConfigError(f"data.{key} is not set: add data.{key}={what} to the command")
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    kwargs = dict(cfg)
+    kwargs = {**dict(cfg), **settings}
     target = kwargs.pop("_target_", None)
     if not target:
         raise ConfigError("data._target_ is missing: pick a dataset with "

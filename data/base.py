@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from data.checks import check_flag, check_int, cpu_count, resolve_workers
-from data.device import DeviceLoader, FileSource, TensorSource
+from data.device import DeviceLoader, FileSource, LoaderSettings, TensorSource
 
 SPLITS = ("train", "val", "test")
 
@@ -27,7 +27,7 @@ class BaseImageDataModule(pl.LightningDataModule):
     in_channels = 3
 
     def __init__(self, *, image_size: int, batch_size: int, num_workers: int | str, seed: int,
-                 device_resident: bool | str = "auto") -> None:
+                 device_resident: bool | str = "auto", pad_eval: bool = False) -> None:
         super().__init__()
         self.image_size = check_int("image_size", image_size, 8)
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -37,7 +37,9 @@ class BaseImageDataModule(pl.LightningDataModule):
         self.seed = check_int("seed", seed, 0)
         self.device_resident_setting = check_flag("device_resident", device_resident, allow_auto=True)
         self._on_device: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
-        self.pad_eval = False  # set by a run whose network replays CUDA graphs (static evaluation shapes)
+        # evaluation batches padded to a static shape: what a network replayed as CUDA graphs needs (the run passes
+        # it; the padding never reaches a metric)
+        self.pad_eval = check_flag("pad_eval", pad_eval)
 
     # -- trainer context (cpu / rank 0 of 1 when used standalone) --
     def _device(self) -> torch.device:
@@ -150,9 +152,10 @@ class BaseImageDataModule(pl.LightningDataModule):
     def _loader_over(self, source: TensorSource | FileSource, train: bool, device: torch.device,
                      **augment: Any) -> DeviceLoader:
         rank, world = self._rank_world()
-        return DeviceLoader(source, None, self.batch_size, train=train, seed=self.seed, device=device, rank=rank,
-                            world_size=world, epoch_fn=self._epoch_fn(), shuffle=self._shuffle(train),
-                            progress_fn=self._progress_fn(train), pad_last=self.pad_eval, **augment)
+        augment.update(mean=tuple(augment["mean"]), std=tuple(augment["std"]))
+        settings = LoaderSettings(self.batch_size, train=train, seed=self.seed, rank=rank, world_size=world,
+                                  shuffle=self._shuffle(train), pad_last=self.pad_eval, **augment)
+        return DeviceLoader(source, settings, device, epoch_fn=self._epoch_fn(), progress_fn=self._progress_fn(train))
 
     def _loader(self, split: str) -> DeviceLoader | DataLoader:
         raise NotImplementedError

@@ -94,6 +94,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         num_workers: int | str = "auto",
         seed: int = 0,
         device_resident: bool | str = "auto",
+        pad_eval: bool = False,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -102,6 +103,7 @@ class CIFARDataModule(InMemoryImageDataModule):
             seed=seed,
             device_resident=device_resident,
             augment=augment,
+            pad_eval=pad_eval,
         )
         self.save_hyperparameters()
         self.name = check_choice("name", name, list(_TV))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -138,78 +139,70 @@ class FileSource:
 Source = TensorSource | FileSource
 
 
+@dataclass(frozen=True)
+class LoaderSettings:
+    """What a `DeviceLoader` serves. ``batch_size`` is per rank (per device). ``crop`` defaults to the image side;
+    ``out_size`` (default ``crop``) bilinearly resizes after cropping. ``train=True``: shuffled, random crop (after
+    zero-padding by ``pad``) and flip, drops the last partial batch; ``train=False``: in order, center crop, keeps
+    every sample. ``shuffle`` overrides the order only (default: ``train``). ``pad_last`` (evaluation): every batch
+    padded to ``batch_size`` with zeros and yielded as ``(x, y, n)``, n the number of real images (static shapes for
+    CUDA graphs; the model counts the first n only)."""
+
+    batch_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: bool
+    pad: int = 0
+    flip: bool = False
+    crop: int | None = None
+    out_size: int | None = None
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    shuffle: bool | None = None
+    pad_last: bool = False
+
+
 class DeviceLoader:
-    """Sized iterable of ``(x float32 (B,C,S,S) normalised, y int64 (B,))`` batches, all on ``device``.
+    """Sized iterable of ``(x float32 (B,C,S,S) normalised, y int64 (B,))`` batches, all on ``device``, from a
+    ``TensorSource`` (moved to ``device`` once; pass one already there to share it between loaders) or a
+    ``FileSource``, served as ``settings`` say. ``epoch_fn`` / ``progress_fn``: see the module docstring."""
 
-    ``images``: a uint8 (N,C,H,W) tensor (with ``labels``; moved to ``device`` once — pass a tensor already there to
-    share it between loaders) or a ``TensorSource`` / ``FileSource``. ``crop`` defaults to H; ``out_size`` (default
-    ``crop``) bilinearly resizes after cropping. ``train=True``: shuffled, random crop/flip, drops the last partial
-    batch. ``train=False``: in order, center crop, keeps every sample. ``shuffle`` overrides the order only (default:
-    ``train``). ``batch_size`` is per rank (per device). ``pad_last`` (evaluation): every batch is padded to
-    ``batch_size`` with zeros and yielded as ``(x, y, n)``, n the number of real images (static shapes for CUDA
-    graphs; the model counts the first n only).
-    """
-
-    def __init__(
-        self,
-        images: Tensor | Source,
-        labels: Tensor | None,
-        batch_size: int,
-        *,
-        mean: Sequence[float],
-        std: Sequence[float],
-        train: bool,
-        pad: int = 0,
-        flip: bool = False,
-        crop: int | None = None,
-        out_size: int | None = None,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-        rank: int = 0,
-        world_size: int = 1,
-        epoch_fn: Callable[[], int] | None = None,
-        shuffle: bool | None = None,
-        progress_fn: Callable[[], int] | None = None,
-        pad_last: bool = False,
-    ) -> None:
-        source = images if isinstance(images, (TensorSource, FileSource)) else TensorSource(images, labels)
+    def __init__(self, source: Source, settings: LoaderSettings, device: torch.device | str = "cpu", *,
+                 epoch_fn: Callable[[], int] | None = None, progress_fn: Callable[[], int] | None = None) -> None:
         channels, height = source.shape[0], source.shape[-1]
-        if len(mean) != channels or len(std) != channels:  # programming errors, not user input: ValueErrors
-            raise ValueError(f"{channels}-channel images but mean/std {mean}/{std}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} outside world_size={world_size}")
-        self.device = torch.device(device)
+        s = settings
+        if len(s.mean) != channels or len(s.std) != channels:  # programming errors, not user input: ValueErrors
+            raise ValueError(f"{channels}-channel images but mean/std {s.mean}/{s.std}")
+        if not 0 <= s.rank < s.world_size:
+            raise ValueError(f"rank={s.rank} outside world_size={s.world_size}")
+        self.settings, self.device = settings, torch.device(device)
         self.source = source.to(self.device)
-        self.batch_size, self.train, self.seed = int(batch_size), bool(train), int(seed)
-        self.shuffle = self.train if shuffle is None else bool(shuffle)  # False: Lightning's overfit_batches
-        self.pad, self.flip = int(pad), bool(flip)
-        self.crop = int(crop or height)
-        self.out_size = int(out_size or self.crop)
-        self.rank, self.world_size = int(rank), int(world_size)
+        self.batch_size, self.train, self.seed = int(s.batch_size), bool(s.train), int(s.seed)
+        self.shuffle = self.train if s.shuffle is None else bool(s.shuffle)  # False: Lightning's overfit_batches
+        self.pad, self.flip = int(s.pad), bool(s.flip)
+        self.crop = int(s.crop or height)
+        self.out_size = int(s.out_size or self.crop)
+        self.rank, self.world_size = int(s.rank), int(s.world_size)
         self.epoch_fn, self.progress_fn = epoch_fn, progress_fn
-        self.pad_last = bool(pad_last) and not self.train  # eval: every batch full-size, (x, y, n valid)
+        self.pad_last = bool(s.pad_last) and not self.train  # eval: every batch full-size, (x, y, n valid)
         self.epoch = 0
         self._pass_epoch: int | None = None  # the epoch of the current/last pass
         self._yielded = 0  # batches yielded by that pass
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) from load_state_dict
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
-        self._norm = (mean_t, std_t)
+        mean_t = torch.tensor(s.mean, dtype=torch.float32).view(1, channels, 1, 1)
+        std_t = torch.tensor(s.std, dtype=torch.float32).view(1, channels, 1, 1)
         self._scale = (1.0 / (255.0 * std_t)).to(self.device)  # (x/255 - mean)/std folded into one multiply-add
         self._shift = (-mean_t / std_t).to(self.device)
-        if train and len(self.source) // self.world_size < self.batch_size:
+        if self.train and len(self.source) // self.world_size < self.batch_size:
             raise ConfigError(
-                f"data.batch_size={batch_size} exceeds the {len(self.source) // self.world_size} training samples per"
-                " device: lower data.batch_size"
+                f"data.batch_size={s.batch_size} exceeds the {len(self.source) // self.world_size} training samples "
+                "per device: lower data.batch_size"
             )
 
     def to(self, device: torch.device | str) -> DeviceLoader:
         """The same loader (same batches, same draws) producing its batches on ``device``."""
-        other = DeviceLoader(self.source, None, self.batch_size, mean=self._norm[0].flatten().tolist(),
-                             std=self._norm[1].flatten().tolist(), train=self.train, pad=self.pad, flip=self.flip,
-                             crop=self.crop, out_size=self.out_size, seed=self.seed, device=device, rank=self.rank,
-                             world_size=self.world_size, epoch_fn=self.epoch_fn, shuffle=self.shuffle,
-                             progress_fn=self.progress_fn, pad_last=self.pad_last)
+        other = DeviceLoader(self.source, self.settings, device, epoch_fn=self.epoch_fn, progress_fn=self.progress_fn)
         other.epoch = self.epoch
         return other
 

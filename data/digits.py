@@ -44,6 +44,7 @@ class DigitsDataModule(InMemoryImageDataModule):
         test_size: int = 270,
         augment: bool = False,
         device_resident: bool | str = "auto",
+        pad_eval: bool = False,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -52,6 +53,7 @@ class DigitsDataModule(InMemoryImageDataModule):
             seed=seed,
             device_resident=device_resident,
             augment=augment,
+            pad_eval=pad_eval,
         )
         self.save_hyperparameters()
         self.name = "digits"

@@ -57,10 +57,10 @@ class ImageFolderDataModule(BaseImageDataModule):
                  num_classes_subset: int | None = None, image_size: int = 224, batch_size: int = 64,
                  num_workers: int | str = "auto", seed: int = 0, val_size: int | float | str = "auto",
                  download: bool = False, verify: bool = True, cache: bool = False, cache_dir: str | None = None,
-                 device_resident: bool | str = "auto", imagenette_size: str = "160px", name: str | None = None
-                 ) -> None:
+                 device_resident: bool | str = "auto", imagenette_size: str = "160px", name: str | None = None,
+                 pad_eval: bool = False) -> None:
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                         device_resident=device_resident)
+                         device_resident=device_resident, pad_eval=pad_eval)
         self.save_hyperparameters()
         self.layout = check_choice("layout", layout, LAYOUTS)
         self.name = name or layout

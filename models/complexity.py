@@ -5,12 +5,13 @@ Units. MACs = multiply-accumulates of conv and linear weights, forward pass, one
 "GFLOPS" column and He et al.'s "FLOPs (multiply-adds)". FLOPs = 2 x MACs. Bias additions are not MACs: they are
 reported separately (`bias_adds`).
 
-Three independent counts must agree, or `profile` raises:
+The count is the sum of the per-layer MACs computed from each conv/linear layer's shapes. `profile(check=True)`
+(what the tests do for every preset and every knob combination) also demands that two independent counters agree:
   1. ptflops with its `aten` backend (passed explicitly: the default `pytorch` backend also counts ReLU/pooling),
      which includes bias additions, minus our exact bias-add count;
-  2. `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per MAC, no bias) / 2;
-  3. the sum of the per-layer MACs computed from each conv/linear layer's shapes.
-Counting runs on a deep copy, so the caller's model keeps its training flag, hooks and buffers.
+  2. `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per MAC, no bias) / 2.
+Counting needs shapes only: build the network on the meta device (`counting_copy`) and nothing is allocated or
+initialised. Counting runs on a deep copy, so the caller's model keeps its training flag, hooks and buffers.
 
 Traffic (unfused, what a layer must read and write at least once): its weights once per batch plus its input and
 output activations per image, at the run's element size (4 bytes fp32, 2 bf16/fp16). Arithmetic intensity = FLOPs /
@@ -27,9 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from ptflops import get_model_complexity_info
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 GROUPS = ("stem", "stages", "head")  # stage1..N are summed into "stages" for share columns and figures
 
@@ -111,6 +110,18 @@ class Complexity:
         moved = sum(layer.bytes_moved(element_bytes, batch) for layer in own)
         return moved, (2 * batch * sum(layer.macs for layer in own) / moved if moved else 0.0)
 
+    def group_reuse(self, group: str) -> float | None:
+        """MACs per parameter of stem / stages / head (None: no parameters there)."""
+        params = self.groups("params")[group]
+        return self.groups("macs")[group] / params if params else None
+
+    def group_intensity(self, group: str, element_bytes: int = 4, batch: int = 1) -> float | None:
+        """FLOPs per byte moved (unfused) by the layers of stem / stages / head (None: no layer there)."""
+        own = [layer for layer in self.layers if layer.macs and (layer.part.startswith("stage") if group == "stages"
+                                                                 else layer.part == group)]
+        moved = sum(layer.bytes_moved(element_bytes, batch) for layer in own)
+        return 2 * batch * sum(layer.macs for layer in own) / moved if moved else None
+
     def summary(self) -> dict[str, Any]:
         """Flat keys for run records and dashboards: params, macs, flops, params/<part>, macs_share/<part>, ..."""
         out: dict[str, Any] = dict(params=self.params, trainable_params=self.trainable_params, macs=self.macs,
@@ -187,8 +198,10 @@ class _Recorder:
             handle.remove()
 
 
-def profile(model: nn.Module, input_size: int | tuple[int, int], in_channels: int | None = None) -> Complexity:
-    """Count params, MACs (batch 1, forward) and the per-part / per-layer breakdown at `input_size`."""
+def profile(model: nn.Module, input_size: int | tuple[int, int], in_channels: int | None = None,
+            check: bool = False) -> Complexity:
+    """Count params, MACs (batch 1, forward) and the per-part / per-layer breakdown at `input_size`. `check`: also
+    run the two independent counters and raise unless all three agree (see the module docstring)."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     if in_channels is None:
         in_channels = getattr(getattr(model, "spec", None), "in_channels", 3)
@@ -199,22 +212,33 @@ def profile(model: nn.Module, input_size: int | tuple[int, int], in_channels: in
                     device=first.device if first is not None else "cpu")
     recorder = _Recorder(work)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as torch_counter:
+        with torch.no_grad():
             work(x)
     finally:
         recorder.remove()
-    with torch.no_grad():
-        aten_macs, _ = get_model_complexity_info(work, (in_channels, h, w), as_strings=False, backend="aten",
-                                                 print_per_layer_stat=False, ost=io.StringIO())
     layers, bias_adds = recorder.layers, recorder.bias_adds
     layer_macs = sum(layer.macs for layer in layers)
-    torch_macs = torch_counter.get_total_flops() // 2
-    if aten_macs is None or not (aten_macs - bias_adds == torch_macs == layer_macs):
-        raise RuntimeError(
-            f"MAC counts disagree at {h}x{w}: ptflops(aten) {aten_macs} - bias adds {bias_adds}, "
-            f"FlopCounterMode/2 {torch_macs}, per-layer sum {layer_macs}; the model uses an op one of them misses"
-        )
+    if check:
+        cross_check(work, x, layer_macs, bias_adds)
     parts = [PartStats(name, sum(p.numel() for p in module.parameters()),
                        sum(layer.macs for layer in layers if layer.part == name), recorder.part_out.get(name, 0))
              for name, module in _parts(model).items()]
-    return Complexity((h, w), total, trainable, torch_macs, bias_adds, parts, layers)
+    return Complexity((h, w), total, trainable, layer_macs, bias_adds, parts, layers)
+
+
+def cross_check(model: nn.Module, x: torch.Tensor, layer_macs: int, bias_adds: int) -> None:
+    """Raise unless ptflops (aten backend, minus bias adds) and FlopCounterMode / 2 both equal the per-layer sum."""
+    from ptflops import get_model_complexity_info  # a test-time dependency: runs never need it
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as torch_counter:
+        model(x)
+    with torch.no_grad():
+        aten_macs, _ = get_model_complexity_info(model, tuple(x.shape[1:]), as_strings=False, backend="aten",
+                                                 print_per_layer_stat=False, ost=io.StringIO())
+    torch_macs = torch_counter.get_total_flops() // 2
+    if aten_macs is None or not (aten_macs - bias_adds == torch_macs == layer_macs):
+        raise RuntimeError(
+            f"MAC counts disagree at {x.shape[2]}x{x.shape[3]}: ptflops(aten) {aten_macs} - bias adds {bias_adds}, "
+            f"FlopCounterMode/2 {torch_macs}, per-layer sum {layer_macs}; the model uses an op one of them misses"
+        )

@@ -16,36 +16,45 @@ from omegaconf import DictConfig, OmegaConf
 from models.errors import ConfigError
 
 
-def check_measure(cfg: DictConfig) -> None:
-    """Refuse a bad device, precision or batch size before anything is counted or timed."""
-    from models.bench.timing import resolve_device, resolve_precision
+def check_options(cfg: DictConfig) -> None:
+    """Refuse a bad device, precision, batch size or memory budget before anything is counted or timed."""
+    from models.timing import resolve_device, resolve_precision
 
-    resolve_precision(cfg.precision, resolve_device(str(cfg.device)))
-    for key in ("batch_size", "repeats"):
+    if cfg.measure:
+        resolve_precision(cfg.precision, resolve_device(str(cfg.device)))
+    for key in ("batch_size", "repeats", "memory_batch"):
         value = cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value!r} must be a positive integer")
+    if isinstance(cfg.gib, bool) or not isinstance(cfg.gib, (int, float)) or cfg.gib <= 0:
+        raise ConfigError(f"gib={cfg.gib!r} must be a positive number of GiB")
 
 
 @hydra.main(config_path="../configs", config_name="complexity", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from models.analysis.compare import compare, measure_rows, write_outputs
-    from models.analysis.tables import complexity_markdown, layer_markdown
+    from models.analysis.compare import (
+        compare,
+        complexity_markdown,
+        costs_markdown,
+        layer_markdown,
+        measure_rows,
+        write_outputs,
+    )
 
-    if cfg.measure:
-        check_measure(cfg)
+    check_options(cfg)
     entries = [OmegaConf.to_container(cfg.model)] if cfg.get("model") else OmegaConf.to_container(cfg.models)
     rows = compare(entries, cfg.input_size, cfg.num_classes)
     if cfg.measure:
         measure_rows(rows, cfg.batch_size, str(cfg.device), str(cfg.precision), bool(cfg.channels_last),
                      cfg.repeats, cfg.warmup, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(complexity_markdown(rows))
+    print(costs_markdown(rows, int(cfg.memory_batch), float(cfg.gib), str(cfg.precision)))
     if cfg.layers:
         for row in rows:
             print(layer_markdown(row))
     out = cfg.out or ("reports/complexity" if cfg.measure else None)
     if out:
-        for path in write_outputs(rows, out, str(cfg.name)):
+        for path in write_outputs(rows, out, str(cfg.name), int(cfg.memory_batch), float(cfg.gib)):
             print(f"wrote {path}")
 
 

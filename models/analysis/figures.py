@@ -1,27 +1,18 @@
-"""Every figure the project draws (matplotlib, Agg): accuracy vs cost with the Pareto front, error vs depth, and
-where parameters and MACs live. Each figure carries a footnote saying what the numbers come from."""
+"""Every figure the project draws (matplotlib, Agg): accuracy vs cost with the Pareto front, error vs depth (only
+where plain and residual twins of one family were trained), where parameters and MACs live, the roadmap and its
+waterfalls, and the measured per-layer and roofline views. Each figure carries a footnote saying what the numbers
+come from, and its layout verdict (`models.utils.plotting.finish`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from models.analysis.tables import ACC, context
+from models.analysis.runs import ACC, Configuration, context
 from models.complexity import GROUPS
-
-if TYPE_CHECKING:
-    from models.analysis.runs import Configuration
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from models.utils.plotting import finish, keep_labels_inside, log_axis, pyplot, wrap
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -35,22 +26,13 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _finish(fig: Any, path: str | Path, note: str) -> Path:
-    """Footnote with what the runs were (hardware, epochs, data), then save: a figure never travels without it."""
-    fig.text(0.01, 0.005, note, fontsize=7, color="grey", va="bottom")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return Path(path)
-
-
 def plot_tradeoff(rows: Sequence[Configuration], cost: str, path: str | Path, title: str = "") -> Path | None:
     """Test top-1 vs `cost` ("macs" or "params"), log x, error bars = std, point area ~ params, Pareto front marked."""
     pts = [(r, r.value(cost), *r.stat(ACC)) for r in rows]
     pts = [(r, c, m, s) for r, c, m, s, _ in pts if c and m is not None]
     if not pts:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     biggest = max(r.value("params") or 1 for r, *_ in pts)
     sizes = [30 + 400 * math.sqrt((r.value("params") or 0) / biggest) for r, *_ in pts]
@@ -60,23 +42,26 @@ def plot_tradeoff(rows: Sequence[Configuration], cost: str, path: str | Path, ti
     front = pareto_front(list(zip(xs, ys)))
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="#c44e52", zorder=3, label="Pareto front")
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=12, color="#c44e52", zorder=4)
-    for (r, *_), x, y in zip(pts, xs, ys):
-        ax.annotate(r.label or str(r.config.get("model")), (x, y), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8)
+    labels = [ax.annotate(r.label or str(r.config.get("model")), (x, y), textcoords="offset points", xytext=(6, 4),
+                          fontsize=8) for (r, *_), x, y in zip(pts, xs, ys)]
     ax.set_xscale("log")
+    log_axis(ax.xaxis)
+    ax.margins(x=0.08, y=0.08)
     ax.set_xlabel("MACs per image (FLOPs = 2 x MACs)" if cost == "macs" else "parameters")
     ax.set_ylabel("test top-1 (mean over seeds)")
     ax.set_title(title or f"accuracy vs {cost} (point area ~ params)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best")
-    return _finish(fig, path, context(rows))
+    fig.tight_layout()
+    keep_labels_inside(ax, labels)
+    return finish(fig, path, context(rows))
 
 
 def plot_parts(bars: Sequence[tuple], path: str | Path, title: str, note: str = "") -> Path:
     """Stacked bars: where the parameters and the MACs live (and, when every bar has it, the measured time).
     `bars`: (label, params by group, MACs by group[, time shares by group]) per model, groups = stem / stages / head
     (`models.complexity.group_totals`)."""
-    plt = _pyplot()
+    plt = pyplot()
     colors = {"stem": "#4c72b0", "stages": "#55a868", "head": "#c44e52"}
     panels = [(1, "parameters (millions)", 1e6), (2, "MACs (billions; FLOPs = 2 x MACs)", 1e9)]
     if bars and all(len(bar) > 3 for bar in bars):
@@ -93,36 +78,49 @@ def plot_parts(bars: Sequence[tuple], path: str | Path, title: str, note: str = 
         ax.set_xlabel(xlabel)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(GROUPS), frameon=False)
-    fig.suptitle(title)
-    if note:
-        fig.text(0.01, 0.005, note, fontsize=7, color="grey", va="bottom")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    axes[-1].legend(loc="best", fontsize=8)
+    fig.suptitle(wrap(title, int(14 * fig.get_figwidth())))
+    return finish(fig, path, note)
+
+
+TWIN_KNOBS = ("model", "model/name", "model/residual", "model/shortcut", "model/zero_init_residual", "model/depth",
+              "model/depths")  # what may differ between a plain net and its residual twin of the same depth
+
+
+def residual_twins(rows: Sequence[Configuration]) -> list[tuple[int, Configuration, Configuration]]:
+    """(depth, plain, residual) pairs of rows that differ ONLY in the skip connections (He et al.'s plain-n vs
+    ResNet-n: same layers, same everything else)."""
+    def rest(r: Configuration) -> str:
+        return repr(sorted((k, repr(v)) for k, v in r.config.items() if k not in TWIN_KNOBS))
+
+    pairs = []
+    for plain in (r for r in rows if r.config.get("model/residual") is False):
+        for res in (r for r in rows if r.config.get("model/residual") is True):
+            same_layers = plain.config.get("model/depths") == res.config.get("model/depths")
+            if same_layers and rest(plain) == rest(res) and plain.stat(ACC)[0] is not None \
+                    and res.stat(ACC)[0] is not None:
+                pairs.append((int(plain.config.get("model/depth") or 0), plain, res))
+    return sorted(pairs, key=lambda p: p[0])
 
 
 def plot_error_vs_depth(rows: Sequence[Configuration], path: str | Path) -> Path | None:
-    """He et al. Fig. 6: test error vs depth, one line per family (residual / plain). Needs both knobs to vary."""
-    pts = [(r.config.get("model/residual"), r.config.get("model/depth"), *r.stat(ACC)) for r in rows]
-    pts = [p for p in pts if p[0] is not None and p[1] is not None and p[2] is not None]
-    if len({p[0] for p in pts}) < 2 or len({p[1] for p in pts}) < 2:
+    """He et al. Fig. 6: test error vs depth for plain nets and their residual twins. Drawn only where that premise
+    holds: at least two depths with a plain net and a residual net differing in nothing but the skip connections."""
+    twins = residual_twins(rows)
+    if len({depth for depth, *_ in twins}) < 2:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for residual, color in ((False, "#c44e52"), (True, "#4c72b0")):
-        line = sorted(p for p in pts if p[0] == residual)
-        if line:
-            ax.errorbar([p[1] for p in line], [100 * (1 - p[2]) for p in line], yerr=[100 * (p[3] or 0) for p in line],
-                        marker="o", capsize=3, color=color, label=("ResNet" if residual else "plain") + "-n")
+    for index, (name, color) in ((1, ("plain-n", "#c44e52")), (2, ("ResNet-n", "#4c72b0"))):
+        stats = [(depth, *pair[index - 1].stat(ACC)) for depth, *pair in twins]
+        ax.errorbar([d for d, *_ in stats], [100 * (1 - m) for _, m, _, _ in stats],
+                    yerr=[100 * (s or 0) for *_, s, _ in stats], marker="o", capsize=3, color=color, label=name)
     ax.set_xlabel("depth (weighted layers)")
     ax.set_ylabel("test error (%)")
-    ax.set_title("test error vs depth (He et al. 2016, Fig. 6)")
+    ax.set_title("test error vs depth: plain vs residual twins (cf. He et al. 2016, Fig. 6)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _finish(fig, path, context(rows))
+    return finish(fig, path, context(rows))
 
 
 def _weighted_layers(row: Any) -> list[tuple[Any, Any]]:
@@ -134,7 +132,7 @@ def _weighted_layers(row: Any) -> list[tuple[Any, Any]]:
 def plot_layer_profile(rows: Sequence[Any], path: str | Path) -> Path:
     """Per weighted layer along depth, for each compared model: its share of the model's parameters, of its MACs and
     of its measured forward+backward time (log scale): VGG's head holds the parameters, its early convs the MACs."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(12, 2.4 * len(rows) + 0.8), squeeze=False)
     for ax, row in zip(axes[:, 0], rows):
         layers = _weighted_layers(row)
@@ -150,13 +148,17 @@ def plot_layer_profile(rows: Sequence[Any], path: str | Path) -> Path:
         ax.set_ylim(1e-5, 1.5)
         ax.set_ylabel("share of model")
         ax.set_title(row.label, fontsize=9, loc="left")
-        ax.set_xticks(x[:: max(1, len(x) // 20)])
+        starts = [i for i, (s, _) in enumerate(layers) if i == 0 or layers[i - 1][0].part != s.part]
+        ax.set_xticks(starts)  # each part's first layer, named by its part (all its layers follow in order)
+        ax.set_xticklabels([layers[i][0].part for i in starts], fontsize=8)
+        for i in starts[1:]:
+            ax.axvline(i - 0.5, color="grey", lw=0.5, alpha=0.5)
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(loc="upper right", ncol=3, fontsize=8)
-    axes[-1, 0].set_xlabel("conv / linear layer, input to output")
+    axes[-1, 0].set_xlabel("conv / linear layers in network order; ticks mark where each part starts")
     t = rows[0].timing
     note = f"time: {t.device}, precision {t.precision}, batch {t.batch_size}, median of {t.repeats} runs"
-    return _finish(fig, path, note)
+    return finish(fig, path, note)
 
 
 def plot_roofline(rows: Sequence[Any], path: str | Path) -> Path:
@@ -164,7 +166,7 @@ def plot_roofline(rows: Sequence[Any], path: str | Path) -> Path:
     (forward), under the device's measured ceilings: a large matrix product and a large copy."""
     import torch
 
-    from models.bench.timing import resolve_precision
+    from models.timing import resolve_precision
     from models.utils.system import copy_bandwidth, matmul_peak
 
     t = rows[0].timing
@@ -172,15 +174,16 @@ def plot_roofline(rows: Sequence[Any], path: str | Path) -> Path:
     dtype = resolve_precision(t.precision, torch.device(device))
     element_bytes = dtype.itemsize  # activations and weights at the run's precision
     peak, bandwidth = matmul_peak(device, dtype), copy_bandwidth(device)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    every_x = []
+    every_x, above = [], 0
     for row in rows:
         layers = _weighted_layers(row)
         xs = [s.intensity(element_bytes, t.batch_size) for s, _ in layers]
         ys = [2 * s.macs * t.batch_size / (lt.fwd_ms / 1e3) for s, lt in layers]
         ax.scatter(xs, ys, s=14, alpha=0.7, label=row.label)
         every_x += xs
+        above += sum(y > min(peak, bandwidth * x) for x, y in zip(xs, ys))
     lo, hi = min([*every_x, peak / bandwidth]) / 3, max([*every_x, peak / bandwidth]) * 3
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(grid, [min(peak, bandwidth * x) for x in grid], "k--", lw=1,
@@ -193,4 +196,74 @@ def plot_roofline(rows: Sequence[Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
     note = f"{device}, precision {t.precision}, batch {t.batch_size}; ceilings: torch.mm and a tensor copy"
-    return _finish(fig, path, note)
+    if above:  # the ceilings are one large matmul and one large copy: small layers that stay in cache beat them
+        note += (f". {above} layer(s) sit above the measured ceilings: those are one large torch.mm and one large "
+                 "copy (data from main memory); a small layer whose weights and activations stay in cache can beat "
+                 "them, so read the ceilings as typical, not absolute, limits")
+    return finish(fig, path, note)
+
+
+def plot_waterfall(start: tuple[str, float], steps: Sequence[tuple[str, float]], end: tuple[str, float],
+                   path: str | Path, title: str, ylabel: str, note: str) -> Path:
+    """A waterfall: A's value, each choice's contribution as a floating bar (red: adds, green: removes), B's value.
+    The contributions add up to B - A exactly (Shapley values), so the last floating bar lands on B. Additions come
+    first, then removals, so that the running level never dips below the smaller end (no negative costs drawn)."""
+    steps = sorted(steps, key=lambda s: (s[1] <= 0, -abs(s[1])))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.25 * (len(steps) + 2) + 2.5, 5))
+    labels = [start[0], *(name for name, _ in steps), end[0]]
+    level = start[1]
+    ax.bar(0, start[1], color="#8c8c8c")
+    for i, (_, delta) in enumerate(steps, 1):
+        ax.bar(i, delta, bottom=level, color="#c44e52" if delta > 0 else "#55a868")
+        ax.annotate(f"{delta:+,.3g}", (i, level + max(delta, 0)), textcoords="offset points", xytext=(0, 3),
+                    ha="center", fontsize=8)
+        ax.plot([i - 1.4, i + 0.4], [level, level], color="grey", lw=0.6)
+        level += delta
+    ax.bar(len(steps) + 1, end[1], color="#4c72b0")
+    for x, value in ((0, start[1]), (len(steps) + 1, end[1])):
+        ax.annotate(f"{value:,.3g}", (x, value), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([wrap(label.replace("_", " "), 12) for label in labels], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(wrap(title, 80), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_ylim(0, 1.15 * max(start[1], end[1], *(_running(start[1], steps))))
+    return finish(fig, path, note)
+
+
+def _running(start: float, steps: Sequence[tuple[str, float]]) -> list[float]:
+    levels, level = [], start
+    for _, delta in steps:
+        level += delta
+        levels.append(level)
+    return levels
+
+
+def plot_roadmap(steps: Sequence[tuple[str, float | None, float | None, int, float, float]], path: str | Path,
+                 title: str, note: str) -> Path:
+    """ConvNeXt's roadmap figure for any two networks: one bar per step (A, then one design choice changed at a
+    time, to B), its test top-1 (mean over seeds, error bar = std), its MACs and params written beside it.
+    `steps`: (label, accuracy mean, std, n seeds, MACs, params)."""
+    from models.utils.tables import unit
+
+    m_div, m_unit = unit([s[4] for s in steps], "MACs")
+    p_div, p_unit = unit([s[5] for s in steps], "params")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(steps) + 2.2))
+    ys = list(range(len(steps)))
+    means = [m if m is not None else 0.0 for _, m, *_ in steps]
+    ax.barh(ys, [100 * m for m in means], xerr=[100 * (s or 0) for _, _, s, *_ in steps], color="#4c72b0",
+            alpha=0.8, capsize=3)
+    for y, (_, m, s, n, macs, params) in zip(ys, steps):
+        acc = "not trained yet" if m is None else f"{100 * m:.1f}%" + (f" ± {100 * s:.1f}" if s else "") + f" (n={n})"
+        ax.text(100 * ((m or 0) + (s or 0)) + 1.5, y, f"{acc}   {macs / m_div:,.2f} {m_unit}   "
+                f"{params / p_div:,.2f} {p_unit.replace('params ', '').strip('()')} params", va="center", fontsize=8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([label for label, *_ in steps], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test top-1 (%)")
+    ax.set_title(wrap(title, 90), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return finish(fig, path, note)

@@ -19,6 +19,7 @@ from typing import Any
 from models.analysis.ablation import SEED, job_identity, noise_keys
 from models.errors import ConfigError
 from models.train.records import RESULTS, read_results
+from models.utils.tables import cell
 
 CONFIG_KEYS = ("model", "data", "optim", "sched", "trainer", "precision", "label_smoothing", "experiment", "ablation")
 # Record keys under data/ that describe where/how data was read, not what was trained on.
@@ -29,8 +30,6 @@ HEADLINE = ("ablation/variant", "data", "data/image_size", "model", "model/stem"
             "model/head", "model/depth")
 STATUSES = ("finished", "diverged", "failed", "running", "missing")
 ACC = "test/acc"
-
-
 
 
 def _hashable(value: Any) -> Any:
@@ -158,24 +157,30 @@ def group_runs(records: Sequence[Mapping[str, Any]], jobs: Sequence[Sequence[str
     Expected jobs with no record become `missing` in the row of the same configuration, or in a row of their own
     when no seed of that configuration has run: its config from `plan(job)` (what the job would train, see
     `models.ablation.planned`) or else from the job's overrides."""
-    identities = [job_identity(rec.get("overrides") or []) for rec in records]
+    identities = [job_identity(rec.get("overrides") or []) for rec in records]  # parsed once per record
     every = [job_identity(job) for job in jobs] if jobs else identities
     common = dict(set.intersection(*(set(i.items()) for i in every))) if every else {}
     rows: dict[str, Configuration] = {}
+    row_of: list[str] = []  # each record's row key
     for rec, ident in zip(records, identities):
         config = _config(rec, ident)
-        row = rows.setdefault(_hashable(config), Configuration(config))
+        row_of.append(_hashable(config))
+        row = rows.setdefault(row_of[-1], Configuration(config))
         row.runs.append(dict(rec))
         row.label = row.label or _label(rec.get("overrides") or [], common)
+    items = [frozenset(i.items()) for i in identities]
+    exact: dict[frozenset, str] = {}  # seedless identity -> the first row holding it
+    for i, key in zip(identities, row_of):
+        exact.setdefault(frozenset((k, v) for k, v in i.items() if k != SEED), key)
 
     for index, job in enumerate(jobs or []):
-        want = job_identity(job)
-        matches = [rec for rec, ident in zip(records, identities) if want.items() <= ident.items()]
+        want = frozenset(job_identity(job).items())
+        ran = any(want <= i for i in items)
         same_config = job_identity(job, drop_seed=True)
-        siblings = [key for key, row in rows.items()
-                    if any(same_config.items() <= job_identity(r.get("overrides") or []).items() for r in row.runs)]
-        if siblings:
-            row = rows[siblings[0]]
+        sibling = exact.get(frozenset(same_config.items())) or next(
+            (key for i, key in zip(items, row_of) if frozenset(same_config.items()) <= i), None)
+        if sibling is not None:
+            row = rows[sibling]
             if row.order == math.inf:
                 row.label = _label(job, common)
         else:  # nothing of this configuration ran: a row of its own
@@ -185,7 +190,7 @@ def group_runs(records: Sequence[Mapping[str, Any]], jobs: Sequence[Sequence[str
                 rows[key] = Configuration(_config(values, same_config), label=_label(job, common), planned=values)
             row = rows[key]
         row.order = min(row.order, index)
-        row.missing += 0 if matches else 1
+        row.missing += 0 if ran else 1
     return sorted(rows.values(), key=lambda r: (r.order, r.label))
 
 
@@ -219,3 +224,25 @@ def column_name(key: str, keys: Sequence[str] = ()) -> str:
     if sum(k.rsplit("/", 1)[-1] == short for k in keys) > 1:
         short = key
     return short.replace("_", " ").replace("/", " ")
+
+
+def _values(rows: Sequence[Configuration], key: str) -> list[str]:
+    """The distinct values of `key` over the finished runs, in order."""
+    runs = [run for r in rows for run in r.finished()]
+    return list(dict.fromkeys(cell(run.get(key)) for run in runs if run.get(key) is not None))
+
+
+def context(rows: Sequence[Configuration]) -> str:
+    """Hardware, epochs, data and precision as recorded by the (finished) runs themselves."""
+    pairs = dict.fromkeys((run.get("data"), run.get("data/image_size")) for r in rows for run in r.finished())
+    data = " / ".join(f"{d} at {s}x{s}" for d, s in pairs if d) or "–"
+    parts = [f"hardware: {' / '.join(_values(rows, 'hardware/device')) or '–'}"
+             f" ({' / '.join(_values(rows, 'hardware/device_type')) or '?'})",
+             f"epochs: {' / '.join(_values(rows, 'epochs')) or '–'}", f"data: {data}",
+             f"precision: {' / '.join(_values(rows, 'precision')) or '–'}"]
+    tests = _values(rows, "data/test_source")
+    if tests:
+        parts.append(f"test split: {' / '.join(tests)}")
+    if "yes" in _values(rows, "data/val_is_test"):
+        parts.append("CAVEAT: some runs report test on the val split that picked their checkpoint (data.val_size=0)")
+    return "; ".join(parts)

@@ -7,10 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from models.analysis.tables import markdown
-from models.analysis.tables import write_csv as write_tables_csv
 from models.bench.speed import COLUMNS, SpeedResult
 from models.utils.system import machine_line
+from models.utils.tables import markdown
+from models.utils.tables import write_csv as write_tables_csv
 
 
 def fmt(v: Any) -> str:
@@ -44,6 +44,8 @@ def as_dict(row: SpeedResult) -> dict[str, Any]:
     return {**row.cells(), "case": asdict(row.case), "paired_ratio": row.paired_ratio, "runmeter": row.runmeter,
             "data_wait_frac": row.data_wait_frac,
             "project_windows": row.project_windows, "minimal_windows": row.minimal_windows,
+            "project_spans": row.project_spans, "minimal_spans": row.minimal_spans, "minimal_steps": row.minimal_steps,
+            "minimal_loss": row.minimal_loss, "peak_flops": row.peak_flops,
             "load_before": row.load_before, "load_after": row.load_after}
 
 

@@ -22,13 +22,21 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from models.bench.case import Case
 from models.bench.minimal import Minimal, pipeline_rate
+from models.complexity import profile
+from models.network import Net
+from models.train.callbacks import RunMeter
+from models.train.run import train
 from models.utils.hydra import compose
 from models.utils.system import load_average
 
@@ -37,22 +45,6 @@ DEFAULT_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
 COLUMNS = ["model", "data", "size", "batch", "precision", "channels_last", "compile", "img/s project",
            "img/s minimal", "ratio", "img/s graph loop", "ratio to graphs", "MACs", "GFLOPs", "MFU", "infer img/s",
            "infer img/s minimal", "pipeline img/s"]
-
-
-# ---------------------------------------------------------------------------------------------- cases
-@dataclass
-class Case:
-    model: str = "resnet20"
-    data: str = "cifar10"  # cifar10 (the real copy, else synthetic CIFAR-format files) | synthetic | digits | folder
-    batch: int = 128
-    image_size: int | None = None  # None: the dataset's default (32 for CIFAR, 224 for folder)
-    precision: str = "32-true"
-    channels_last: bool = False
-    compile: bool = False
-    steps: int = 5                 # steps per timed window
-    repeats: int = 3               # timed windows per side (median reported)
-    warmup: int = 3                # untimed steps first (compile, allocator, thread pools)
-    eval_batches: int = 4          # test batches per test loop (the first of each loop is untimed)
 
 
 @dataclass
@@ -66,6 +58,10 @@ class SpeedResult:
     minimal: float = 0.0
     project_windows: list[float] = field(default_factory=list)
     minimal_windows: list[float] = field(default_factory=list)
+    project_spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) perf_counter of windows
+    minimal_spans: list[tuple[float, float]] = field(default_factory=list)
+    minimal_steps: int = 0  # optimizer steps the eager reference loop took
+    minimal_loss: float | None = None  # its last loss (it trains: finite, and falling over a long run)
     graph: float | None = None  # the minimal loop as CUDA graphs (GPU only)
     graph_windows: list[float] = field(default_factory=list)
     runmeter: float | None = None
@@ -151,37 +147,35 @@ def data_overrides(case: Case, workdir: Path, cifar_root: Path | None) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------- the project path
-def _recording_meter():
-    from models.train.callbacks import RunMeter
+class StepClock(Callback):
+    """A timestamp at every training batch end of the project run: (epoch, batch_idx, end, images, restart), and an
+    optional `between(j)` run at window boundaries (the minimal loops' windows, interleaved with the project's). The
+    hook's time is excluded from every measurement, RunMeter's included (`RunMeter.paused`). A window boundary
+    synchronises the device: its images/s are exact on a GPU too."""
 
-    class RecordingMeter(RunMeter):
-        """RunMeter plus a log of (epoch, batch_idx, time, images) at every training batch end, and an optional
-        `between(j)` hook run at window boundaries (the minimal loop's windows, interleaved with the project's).
-        The hook's time is excluded from every measurement, RunMeter's included: `_last_end` restarts after it."""
+    def __init__(self, plan: tuple[int, int, int], between: Callable[[int], None] | None = None) -> None:
+        self.plan = plan  # warmup, steps per window, windows
+        self.between = between
+        self.ticks: list[tuple[int, int, float, int, float]] = []
 
-        last: RecordingMeter | None = None
-        between: Any = None
-        plan: tuple[int, int, int] = (0, 1, 0)  # warmup, steps per window, windows
+    @staticmethod
+    def _sync(trainer: Any) -> float:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.ticks: list[tuple[int, int, float, int, float]] = []  # epoch, batch, end, images, restart
-            type(self).last = self
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-            warmup, steps, windows = self.plan
-            done = len(self.ticks) + 1
-            boundary = done >= warmup and (done - warmup) % steps == 0 and (done - warmup) // steps <= windows
-            if boundary:  # a window's end is synchronised: its images/s are exact on a GPU too
-                self._last_end = self._sync(trainer)
-            end = self._last_end
-            if self.between is not None and boundary:
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        warmup, steps, windows = self.plan
+        done = len(self.ticks) + 1
+        boundary = done >= warmup and (done - warmup) % steps == 0 and (done - warmup) // steps <= windows
+        end = self._sync(trainer) if boundary else time.perf_counter()
+        restart = end
+        if self.between is not None and boundary:
+            meter = next(c for c in trainer.callbacks if isinstance(c, RunMeter))
+            with meter.paused(trainer):
                 self.between((done - warmup) // steps)
-                self._last_end = self._window_start = self._sync(trainer)  # the next step is timed from here
-            self.ticks.append((trainer.current_epoch, batch_idx, end, int(batch[0].shape[0]), self._last_end))
-
-    return RecordingMeter
+            restart = self._sync(trainer)  # the next step is timed from here
+        self.ticks.append((trainer.current_epoch, batch_idx, end, int(batch[0].shape[0]), restart))
 
 
 def window_rates(ticks: list[tuple[int, int, float, int, float]], warmup: int, steps: int,
@@ -206,6 +200,13 @@ def window_rates(ticks: list[tuple[int, int, float, int, float]], warmup: int, s
     return out
 
 
+def window_spans(ticks: list[tuple[int, int, float, int, float]], warmup: int, steps: int, windows: int
+                 ) -> list[tuple[float, float]]:
+    """(start, end) of each project window: from the restart after its opening boundary to its last step's end."""
+    return [(ticks[warmup + (j - 1) * steps - 1][4] if warmup + (j - 1) * steps >= 1 else ticks[0][2],
+             ticks[warmup + j * steps - 1][2]) for j in range(1, windows + 1)]
+
+
 def project_overrides(case: Case, data: list[str], run_dir: Path, logger: str, accelerator: str) -> list[str]:
     total = case.warmup + case.steps * case.repeats + 1
     trainer = "gpu" if accelerator == "gpu" else "cpu"
@@ -217,16 +218,14 @@ def project_overrides(case: Case, data: list[str], run_dir: Path, logger: str, a
             "summary=false", f"run_dir={run_dir}"]
 
 
-def run_project(case: Case, overrides: list[str], between: Any = None) -> tuple[dict[str, Any], Any]:
-    from models.train.run import train
-
-    meter_cls = _recording_meter()
-    meter_cls.between = staticmethod(between) if between is not None else None
-    meter_cls.plan = (case.warmup, case.steps, case.repeats)
-    record = train(compose(overrides), overrides=overrides, meter_factory=meter_cls)
+def run_project(case: Case, overrides: list[str], between: Callable[[int], None] | None = None
+                ) -> tuple[dict[str, Any], StepClock]:
+    """The project's run of `case` through `train()`, watched by a StepClock (its public `callbacks` hook)."""
+    clock = StepClock((case.warmup, case.steps, case.repeats), between)
+    record = train(compose(overrides), overrides=overrides, callbacks=[clock])
     if record.get("status") != "finished":
         raise RuntimeError(f"project run did not finish: {record.get('status')} {record.get('error', '')}")
-    return record, meter_cls.last
+    return record, clock
 
 
 # ---------------------------------------------------------------------------------------------- the minimal loop
@@ -243,10 +242,9 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
 
     minimal = Minimal(cfg, case, device)
     graphs = Minimal(cfg, case, device, graphs=True) if device.type == "cuda" else None  # the CUDA-graph limit
-    from models.complexity import profile
-
     row.size = int(minimal.dm.image_size)
-    c = profile(minimal.net._orig_mod if hasattr(minimal.net, "_orig_mod") else minimal.net, row.size)
+    with torch.device("meta"):  # counted on a weightless copy of the spec: never on a compiled module
+        c = profile(Net(minimal.spec), row.size)
     row.macs, row.flops = int(c.macs), int(c.flops)
     row.pipeline = pipeline_rate(minimal.train_loader, 20, 5, device)
 
@@ -260,20 +258,25 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
                     loop.train_steps(max(case.warmup, 3 if loop is graphs else 0))  # graphs: record, then replay
                 elif loop is not None:
                     windows.append(loop.train_steps(case.steps))
+                    if loop is minimal:
+                        row.minimal_spans.append(loop.spans[-1])
 
-    record, meter = run_project(case, overrides, between)
+    record, clock = run_project(case, overrides, between)
     while len(row.minimal_windows) < case.repeats:  # only if the project run stopped early
         row.minimal_windows.append(minimal.train_steps(case.steps))
-    row.project_windows = window_rates(meter.ticks, case.warmup, case.steps, case.repeats)
+        row.minimal_spans.append(minimal.spans[-1])
+    row.project_windows = window_rates(clock.ticks, case.warmup, case.steps, case.repeats)
+    row.project_spans = window_spans(clock.ticks, case.warmup, case.steps, len(row.project_windows))
     if not row.project_windows:
-        raise RuntimeError(f"no complete timed window in the project run ({len(meter.ticks)} steps recorded)")
+        raise RuntimeError(f"no complete timed window in the project run ({len(clock.ticks)} steps recorded)")
     row.project = statistics.median(row.project_windows)
     row.runmeter = record.get("train/images_per_s")
     row.infer_project = record.get("eval/images_per_s")
     row.data_wait_frac = record.get("train/data_wait_frac")
-    row.peak_flops = meter.peak
-    row.mfu = 3 * row.flops * row.project / meter.peak if meter.peak else None
+    row.peak_flops = record.get("peak_flops")
+    row.mfu = 3 * row.flops * row.project / row.peak_flops if row.peak_flops else None
     row.minimal = statistics.median(row.minimal_windows)
+    row.minimal_steps, row.minimal_loss = minimal.steps_done, minimal.last_loss
     row.graph = statistics.median(row.graph_windows) if row.graph_windows else None
     row.infer_minimal = minimal.infer(max(2, case.eval_batches - 1))
     row.load_after = round(load_average(), 2)

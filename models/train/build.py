@@ -3,12 +3,13 @@ composed config. Nothing here trains; bad input raises `ConfigError` before the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -17,19 +18,21 @@ from omegaconf import DictConfig, OmegaConf
 from data import build_datamodule
 from models.complexity import Complexity, profile
 from models.errors import ConfigError
+from models.memory import optimizer_buffers, profile_memory
 from models.network import Net
 from models.presets import get_spec
 from models.spec import NetSpec
+from models.timing import ModelTiming, measure, resolve_precision
 from models.train.callbacks import FiniteGuard, PeriodicCheckpoint, RunMeter, SaveOnSigterm
 from models.train.checkpoints import AtomicCheckpointIO
 from models.train.config import TrainerSettings, check_resume
-from models.train.console import Announce, ProgressBar
+from models.train.console import Announce, ProgressBar, log
 from models.train.graphs import CompileWatch, compile_mode, uses_cuda_graphs
+from models.train.history import ResumeState
 from models.train.loggers import build_loggers
 from models.train.module import Classifier
 
 CKPT_DIR = "checkpoints"
-MeterFactory = Callable[..., RunMeter]  # called like RunMeter(flops_per_image, **cfg.measure)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Built:
     compile: str | None = None  # the torch.compile mode (None: eager)
     on_cuda: bool = False
     watch: CompileWatch = field(default_factory=lambda: CompileWatch(None, False))
+    timing: ModelTiming | None = None  # measured time per part (rank 0, measure.parts)
 
 
 def build_spec(model_cfg: DictConfig, dm: pl.LightningDataModule) -> tuple[str, NetSpec]:
@@ -81,10 +85,11 @@ def check_finite_every(cfg: DictConfig, on_cuda: bool) -> int:
     return value
 
 
-def load_data(cfg: DictConfig) -> pl.LightningDataModule:
+def load_data(cfg: DictConfig, pad_eval: bool = False) -> pl.LightningDataModule:
     """The datamodule, with its data read now, before the Trainer exists: a missing or corrupt dataset is then a
-    one-line error (not a failure inside fit). Under DDP the launched ranks find it already prepared by rank 0."""
-    dm = build_datamodule(cfg.data)
+    one-line error (not a failure inside fit). Under DDP the launched ranks find it already prepared by rank 0.
+    `pad_eval`: evaluation batches padded to a static shape (CUDA graphs)."""
+    dm = build_datamodule(cfg.data, pad_eval=pad_eval)
     if rank_zero_only.rank == 0:
         dm.prepare_data()
     dm.setup("fit")
@@ -93,12 +98,13 @@ def load_data(cfg: DictConfig) -> pl.LightningDataModule:
 
 def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: dict[str, Any]
                     ) -> tuple[list[pl.Callback], ModelCheckpoint, SaveOnSigterm]:
+    """The run's own callbacks, in the order Lightning must call them (ModelCheckpoint subclasses run last)."""
     ckpt_cfg = cfg.get("checkpoint") or {}
     every = int(ckpt_cfg.get("every_n_steps") or 0)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=str(ckpt_cfg.get("monitor", "val/acc")),
                            mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
                            auto_insert_metric_name=False)
-    callbacks: list[pl.Callback] = [FiniteGuard(every), best]
+    callbacks: list[pl.Callback] = [ResumeState(), FiniteGuard(every), best]
     if every > 0:  # a second writer of last.ckpt, every N optimizer steps
         callbacks.append(PeriodicCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
                                             enable_version_counter=False))
@@ -119,35 +125,64 @@ def build_trainer(settings: TrainerSettings, run_dir: Path, loggers: list[Any],
         raise ConfigError(f"trainer: {' '.join(str(e).split())[:300]} (check the trainer.* overrides)") from None
 
 
-def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], meter_factory: MeterFactory | None = None,
-          extra_callbacks: Sequence[pl.Callback] = ()) -> Built:
-    """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys."""
+def time_parts(cfg: DictConfig, net: Net, dm: pl.LightningDataModule, settings: TrainerSettings,
+               channels_last: bool) -> ModelTiming | None:
+    """Measured forward / forward+backward time of each part, on the run's own network (left as it was) before it is
+    compiled, on the run's device, batch size and precision: time shares to set beside the MAC shares. Rank 0 only;
+    `measure.parts=false` skips it."""
+    options = cfg.get("measure") or {}
+    if not options.get("parts", True) or rank_zero_only.rank != 0:
+        return None
+    device = torch.device("cuda", torch.cuda.current_device()) if settings.on_cuda else torch.device("cpu")
+    precision = str(settings.kwargs.get("precision", "32-true"))
+    try:
+        resolve_precision(precision, device)
+    except ConfigError:  # e.g. 64-true: not a timed precision
+        return None
+    timing = measure(net, int(dm.image_size), int(dm.batch_size), device, precision, channels_last, layers=False,
+                     budget_s=float(options.get("parts_budget_s", 30)))
+    if not timing.reliable:
+        log.warning(f"warning: the per-part times of this run are unreliable ({'; '.join(timing.problems)}): "
+                    "results.json says so (time/reliable: false) and reports mark its time shares")
+    return timing
+
+
+def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callbacks: Sequence[pl.Callback] = ()
+          ) -> Built:
+    """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys.
+    One network is built: its complexity is counted on a weightless copy (meta device), its parts timed in place."""
     settings = TrainerSettings.from_cfg(cfg)  # cheap checks first: no data is read for a run that cannot start
-    dm = load_data(cfg)
+    mode = compile_mode(cfg.get("compile", False), settings.on_cuda)
+    graphs = uses_cuda_graphs(mode, settings.on_cuda)
+    dm = load_data(cfg, pad_eval=graphs)  # static shapes where graphs run: evaluation pads its last batch
     name, spec = build_spec(cfg.model, dm)
-    net = Net(spec)
-    complexity = profile(net, int(dm.image_size), spec.in_channels)
+    with torch.device("meta"):  # counting needs shapes only
+        weightless = Net(spec)
+    complexity = profile(weightless, int(dm.image_size), spec.in_channels)
+    memory = profile_memory(weightless, int(dm.image_size), spec.in_channels)
     record.update({"model": name, **{f"model/{k}": v for k, v in spec.config().items()},
                    "data": str(getattr(dm, "name", cfg.data._target_)), "data/name": getattr(dm, "name", None),
                    "data/image_size": int(dm.image_size), "data/batch_size": int(dm.batch_size),
-                   "data/num_classes": int(dm.num_classes), **complexity.summary()})
+                   "data/num_classes": int(dm.num_classes), **complexity.summary(),
+                   **memory.summary(int(dm.batch_size), str(settings.kwargs.get("precision", "32-true")),
+                                    optimizer_buffers(str(cfg.optim.name), float(cfg.optim.momentum)))})
+    last = run_dir / CKPT_DIR / "last.ckpt"
+    resume = last if last.exists() else None
+    resumed = check_resume(resume, spec.config()) if resume else None
+    net = Net(spec)
     channels_last = settings.on_cuda if cfg.get("channels_last") is None else bool(cfg.channels_last)
-    mode = compile_mode(cfg.get("compile", False), settings.on_cuda)
-    graphs = uses_cuda_graphs(mode, settings.on_cuda)
-    dm.pad_eval = graphs  # static shapes where graphs run: evaluation pads its last batch (never counted)
+    timing = time_parts(cfg, net, dm, settings, channels_last)
     module = Classifier(net, spec.num_classes, optim=OmegaConf.to_container(cfg.optim, resolve=True),
                         sched=OmegaConf.to_container(cfg.sched, resolve=True),
                         label_smoothing=float(cfg.get("label_smoothing", 0.0)), channels_last=channels_last,
                         compile=mode, model_knobs=spec.config(), cuda_graphs=graphs,
                         check_finite_every=check_finite_every(cfg, settings.on_cuda))
-    last = run_dir / CKPT_DIR / "last.ckpt"
-    resume = last if last.exists() else None
-    resumed = check_resume(resume, spec.config()) if resume else None
-    measure = OmegaConf.to_container(cfg.get("measure") or {}, resolve=True)
-    measure.pop("parts", None)  # timed by the run itself (run.time_parts), not by the meter
-    meter = (meter_factory or RunMeter)(complexity.flops, **measure)
+    measure_cfg = OmegaConf.to_container(cfg.get("measure") or {}, resolve=True)
+    for key in ("parts", "parts_budget_s"):  # timed above, not by the meter
+        measure_cfg.pop(key, None)
+    meter = RunMeter(complexity.flops, **measure_cfg)
     callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record)
     loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record, resumed)
     trainer = build_trainer(settings, run_dir, loggers, [*callbacks, *extra_callbacks])
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,
-                 channels_last, mode, settings.on_cuda, CompileWatch(mode, settings.on_cuda))
+                 channels_last, mode, settings.on_cuda, CompileWatch(mode, settings.on_cuda), timing)

@@ -16,9 +16,11 @@ indicative; the images/s figures synchronise the device at the ends of each meas
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -138,6 +140,18 @@ class RunMeter(Callback):
             self.train.seconds += now - self._window_start
         self._window_start, self._last_end = now, now
         self._pending_images = self._pending_steps = 0
+
+    @contextlib.contextmanager
+    def paused(self, trainer: pl.Trainer) -> Iterator[None]:
+        """Time spent inside (a caller's own work between two training steps) is not the run's: it is left out of
+        every throughput window and of the data wait."""
+        if self._pending_steps:
+            self._close_window(trainer)
+        try:
+            yield
+        finally:
+            if self._window_start is not None:
+                self._window_start = self._last_end = self._sync(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "fit":  # validation inside fit: close the window before it

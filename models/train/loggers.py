@@ -16,8 +16,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
-from models.bench.timing import ModelTiming
 from models.complexity import Complexity
+from models.timing import ModelTiming
 
 WANDB_ID_FILE = "wandb_id.txt"
 

@@ -7,13 +7,13 @@ step that produced it (`Diverged`), before backward touches the weights.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import random
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,16 +32,19 @@ def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro", validate_args=False)
 
 
-def _metric_state(metric: Any) -> dict[str, Any]:
-    """A torchmetrics Metric's accumulated state as CPU tensors (plus its update count)."""
-    state = {k: v.detach().cpu().clone() for k, v in metric.metric_state.items() if isinstance(v, torch.Tensor)}
-    return {"state": state, "update_count": int(metric._update_count)}
+def metric_state(metric: Any) -> dict[str, torch.Tensor]:
+    """A torchmetrics Metric's accumulated state as tensors, plus its update count (`_update_count`)."""
+    state = {k: v.detach() for k, v in metric.metric_state.items() if isinstance(v, torch.Tensor)}
+    state["_update_count"] = torch.tensor(metric._update_count, device=metric.device)
+    return state
 
 
-def _set_metric_state(metric: Any, saved: dict[str, Any]) -> None:
-    for k, v in saved["state"].items():
-        setattr(metric, k, v.to(metric.device))
-    metric._update_count = int(saved["update_count"])
+def load_metric_state(metric: Any, state: dict[str, torch.Tensor]) -> None:
+    """Set a Metric's state from `metric_state()` (its cached result dropped: the next compute() recomputes)."""
+    for key in metric.metric_state:
+        if key in state:
+            setattr(metric, key, state[key].to(metric.device))
+    metric._update_count = int(state["_update_count"])
     metric._computed = None
 
 
@@ -93,7 +96,7 @@ class Classifier(pl.LightningModule):
         self._train_loss_sum: torch.Tensor | None = None
         self._train_images = 0
         self._epoch_row: dict[str, float] | None = None  # the last epoch's train/*, while not yet written
-        self.test_prefix = "test"  # training.py sets "test_last" to evaluate the last checkpoint separately
+        self._test_prefix = "test"  # see evaluating_as()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -160,13 +163,6 @@ class Classifier(pl.LightningModule):
         if not self.trainer.ckpt_path:  # a resumed run keeps its best-so-far
             self.val_acc_best.reset()
 
-    def on_fit_start(self) -> None:  # after the checkpoint is restored; also when nothing is left to train
-        pending, self._pending_epoch = getattr(self, "_pending_epoch", None), None
-        if pending:  # see on_save_checkpoint: the interrupted epoch's row, then a clean start
-            for logger in self.trainer.loggers:
-                logger.log_metrics({**pending["metrics"], "epoch": pending["epoch"]}, step=pending["step"])
-            self._reset_train_sums()
-
     def _train_epoch_metrics(self) -> dict[str, torch.Tensor]:
         """The epoch's train/* (accuracy synced across ranks by compute(); the loss averaged over ranks)."""
         loss = self.trainer.strategy.reduce(self._train_loss_sum / self._train_images, reduce_op="mean")
@@ -214,6 +210,15 @@ class Classifier(pl.LightningModule):
         self.val_acc_best(acc)
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
+    @contextlib.contextmanager
+    def evaluating_as(self, prefix: str) -> Iterator[None]:
+        """`with module.evaluating_as("test_last"): trainer.test(...)`: test metrics logged as <prefix>/*."""
+        saved, self._test_prefix = self._test_prefix, prefix
+        try:
+            yield
+        finally:
+            self._test_prefix = saved
+
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
         self.metrics["test_acc"].update(logits, y)
@@ -221,7 +226,7 @@ class Classifier(pl.LightningModule):
         self.test_loss.update(loss, weight=y.numel())  # exact per-image mean across uneven last batches and ranks
 
     def on_test_epoch_end(self) -> None:
-        p, kw = self.test_prefix, {"on_step": False, "on_epoch": True, "sync_dist": True}
+        p, kw = self._test_prefix, {"on_step": False, "on_epoch": True, "sync_dist": True}
         self.log(f"{p}/loss", self.test_loss.compute(), **kw)
         self.log(f"{p}/acc", self.metrics["test_acc"].compute(), **kw)
         self.log(f"{p}/acc_top5", self.metrics["test_acc_top5"].compute(), **kw)
@@ -237,74 +242,31 @@ class Classifier(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
-    # ------------------------------------------------------------------ the training epoch's sums across restarts
-    def _train_state(self) -> dict[str, torch.Tensor]:
+    # ----------------------------------------------------------- the epoch sums (models.train.history saves them)
+    def train_sums(self) -> dict[str, torch.Tensor]:
         """This rank's running sums of the epoch as tensors: the accuracy metrics' states, loss sum, image count."""
         loss = self._train_loss_sum if self._train_loss_sum is not None else torch.zeros((), device=self.device)
         state = {"loss_sum": loss.detach().float(), "images": torch.tensor(self._train_images, device=self.device)}
         for name in _TRAIN_METRICS:
-            metric = self.metrics[name]
-            state.update({f"{name}/{k}": v.detach() for k, v in metric.metric_state.items()
-                          if isinstance(v, torch.Tensor)})
-            state[f"{name}/_update_count"] = torch.tensor(metric._update_count, device=self.device)
+            state.update({f"{name}/{k}": v for k, v in metric_state(self.metrics[name]).items()})
         return state
 
-    def _gather(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every rank's `state`, stacked along a leading rank dimension, on the CPU."""
-        if self.trainer.world_size > 1:
-            return {k: self.all_gather(v).cpu() for k, v in state.items()}
-        return {k: v.unsqueeze(0).cpu() for k, v in state.items()}
-
-    def _restore_train_state(self, saved: dict[str, torch.Tensor] | None) -> None:
-        if not saved or next(iter(saved.values())).shape[0] != self.trainer.world_size:
-            return  # no sums saved, or another number of ranks: the resumed epoch counts from the restart
-        state = {k: v[self.global_rank].to(self.device) for k, v in saved.items()}
+    def load_train_sums(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue the epoch from `train_sums()` of an earlier process (same rank)."""
         for name in _TRAIN_METRICS:
-            metric = self.metrics[name]
-            for key in metric.metric_state:
-                if f"{name}/{key}" in state:
-                    setattr(metric, key, state[f"{name}/{key}"])
-            metric._update_count, metric._computed = int(state[f"{name}/_update_count"]), None
+            load_metric_state(self.metrics[name], {k.split("/", 1)[1]: v for k, v in state.items()
+                                                   if k.startswith(f"{name}/")})
         self._train_images = int(state["images"])
-        self._train_loss_sum = state["loss_sum"] if self._train_images else None
+        self._train_loss_sum = state["loss_sum"].to(self.device) if self._train_images else None
 
-    # ------------------------------------------------------------------ RNG state in checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning does not store RNG state; we do, as tensors/tuples so weights_only loading accepts them.
-        np_state = np.random.get_state()
-        checkpoint["rng"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": random.getstate(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        }
-        # Running metric state (tensors only, weights_only-safe), so that a resumed run reports what an uninterrupted
-        # one would: the best val accuracy so far, and EVERY rank's training sums of the epoch the checkpoint was
-        # taken in (gathered: a collective, fine because every rank saves).
-        checkpoint["metric_state"] = {"val_acc_best": _metric_state(self.val_acc_best)}
-        checkpoint["train_epoch_state"] = self._gather(self._train_state())
-        # Taken after the epoch's last batch but before its train/* row reached the loggers (ModelCheckpoint saves in
-        # on_train_epoch_end, before Lightning writes what was logged there; SIGTERM stops before the epoch end):
-        # Lightning resumes such a checkpoint in the next epoch without the epoch hooks, so the resumed run writes
-        # that row itself (on_fit_start), at the (epoch, step) Lightning would have used.
+    @property
+    def unwritten_epoch_row(self) -> dict[str, float] | None:
+        """The epoch's train/* row while the loggers have not written it yet (it was logged in the epoch-end hook);
+        computed now when the epoch's last batch is done but its end hook has not run."""
         last_batch = self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if self._epoch_row is not None or (self._train_images and last_batch):
-            row = self._epoch_row or {k: float(v) for k, v in self._train_epoch_metrics().items()}
-            checkpoint["train_epoch_pending"] = {"metrics": row, "epoch": self.current_epoch,
-                                                 "step": self.global_step - 1}
+        if self._epoch_row is None and self._train_images and last_batch:
+            return {k: float(v) for k, v in self._train_epoch_metrics().items()}
+        return self._epoch_row
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("metric_state")
-        if state:
-            _set_metric_state(self.val_acc_best, state["val_acc_best"])
-        self._restore_train_state(checkpoint.get("train_epoch_state"))
-        self._pending_epoch = checkpoint.get("train_epoch_pending")
-        rng = checkpoint.get("rng")
-        if not rng:
-            return
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate(rng["python"])
-        name, keys, *rest = rng["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    def reset_train_sums(self) -> None:
+        self._reset_train_sums()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from models.bench.timing import ModelTiming, measure, resolve_precision
 from models.errors import ConfigError
-from models.network import Net
 from models.train import console
-from models.train.build import Built, MeterFactory, build
+from models.train.build import Built, build
 from models.train.config import check_same_config, hydra_overrides, resolve_run_dir
 from models.train.console import log
 from models.train.loggers import ResumableCSVLogger, wandb_finish, wandb_start
@@ -97,27 +96,11 @@ def begin(run: RunRecord, parts: Built) -> None:
         tmp.unlink(missing_ok=True)
     OmegaConf.save(cfg, run.dir / "config.yaml", resolve=True)
     save_hydra_files(run.dir, cfg)
-    timing = time_parts(cfg, parts)
-    run.data.update(timing.summary() if timing else {})
+    run.data.update(parts.timing.summary() if parts.timing else {})
     run.data["wandb_dir"] = wandb_start(parts.loggers, {
         **run.data, "optim": OmegaConf.to_container(cfg.optim, resolve=True),
-        "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity, timing)
+        "sched": OmegaConf.to_container(cfg.sched, resolve=True)}, parts.complexity, parts.timing)
     run.write()
-
-
-def time_parts(cfg: DictConfig, parts: Built) -> ModelTiming | None:
-    """Measured forward / forward+backward time of each part, once, before fit (`measure.parts`): time shares to
-    set beside the MAC shares, on the run's own device, batch size and precision."""
-    if not (cfg.get("measure") or {}).get("parts", True):
-        return None
-    trainer = parts.trainer
-    try:
-        resolve_precision(str(trainer.precision), trainer.strategy.root_device)
-    except ConfigError:  # e.g. 64-true: not a timed precision
-        return None
-    return measure(Net(parts.spec), int(parts.dm.image_size), int(parts.dm.batch_size),
-                   trainer.strategy.root_device, str(trainer.precision), parts.channels_last, repeats=3, warmup=1,
-                   layers=False)
 
 
 def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
@@ -170,8 +153,7 @@ def test(run: RunRecord, parts: Built) -> None:
     trainer.save_checkpoint(parts.last, weights_only=False)  # final weights even when max_steps stopped mid-epoch
     best = parts.best.best_model_path or str(parts.last)
     for prefix, path in (("test", best), ("test_last", str(parts.last))):
-        module.test_prefix = prefix
-        with parts.watch:
+        with parts.watch, module.evaluating_as(prefix):
             out = trainer.test(module, datamodule=parts.dm, ckpt_path=path, weights_only=True, verbose=False)
         run.data.update({k: float(v) for k, v in (out[0] if out else {}).items()})
     run.data["best_checkpoint"] = best
@@ -201,9 +183,10 @@ def done(run_dir: Path, previous: dict[str, Any], cfg: DictConfig) -> dict[str, 
     return previous
 
 
-def train(cfg: DictConfig, overrides: list[str] | None = None, meter_factory: MeterFactory | None = None
+def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: Sequence[Callback] = ()
           ) -> dict[str, Any]:
-    """One run; returns its record. `meter_factory` replaces RunMeter (the benchmark passes a recording one)."""
+    """One run; returns its record. `callbacks`: extra Lightning callbacks for the run's Trainer (what a caller
+    watches the run with, e.g. the benchmark's step clock); they never change what the run computes."""
     run_dir = resolve_run_dir(cfg)
     check_same_config(run_dir, cfg)  # before anything is written into it
     previous = read_results(run_dir)
@@ -218,7 +201,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, meter_factory: Me
     with Preemption() as preemption:
         try:
             pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-            parts = build(cfg, run_dir, run.data, meter_factory, [Bookkeeper(run), preemption])
+            parts = build(cfg, run_dir, run.data, [Bookkeeper(run), preemption, *callbacks])
             begin(run, parts)
             fit(run, parts, preemption)
             if run.data["status"] == "running" and "interrupted" not in run.data:

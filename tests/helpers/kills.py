@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from helpers.runs import REPO, script_env
 
@@ -16,7 +17,7 @@ from helpers.runs import REPO, script_env
 ARGS = ["data.image_size=8", "data.batch_size=32", "data.augment=true", "trainer.max_epochs=3",
         "trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
         "trainer.deterministic=true", "trainer.enable_progress_bar=false", "checkpoint.every_n_steps=2",
-        "measure.warmup_steps=1", "summary=false", "logger=csv", "sched.warmup_steps=2"]
+        "measure.warmup_steps=1", "summary=false", "logger=csv", "sched.warmup_steps=2", "measure.parts=false"]
 STEPS = 15
 
 HOOK = r"""
@@ -76,11 +77,23 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+def rerun(run_dir: Path, tmp: Path, args: list[str] | None = None) -> Any:
+    """The same command again, no kill: scripts/train.py run in this process (helpers.cli), from `tmp`."""
+    from helpers.cli import run_cli
+
+    return run_cli("train", [*(ARGS if args is None else args), f"hydra.run.dir={run_dir}"], cwd=tmp,
+                   env={"WANDB_DIR": str(tmp)})
+
+
 def train(run_dir: Path, tmp: Path, at: str | None = None, sig: str = "SIGKILL", args: list[str] | None = None
           ) -> subprocess.CompletedProcess:
-    """scripts/train.py with `args` in `run_dir`; with `at` ("point:n"), killed by `sig` at that point."""
+    """scripts/train.py with `args` in `run_dir`, as a real process; with `at` ("point:n"), killed by `sig` at that
+    point."""
+    import torch
+
     args = [*(ARGS if args is None else args), f"hydra.run.dir={run_dir}"]
-    env = script_env(tmp)
+    # the thread count of this process: a run resumed here (rerun) must compute exactly what a killed one did
+    env = script_env(tmp, OMP_NUM_THREADS=str(torch.get_num_threads()))
     if at is None:
         cmd = [sys.executable, str(REPO / "scripts" / "train.py"), *args]
     else:

@@ -17,7 +17,7 @@ from helpers.runs import run_train_script, script_env, wandb_env
 # Console text the project must never show (unless verbose): causes it cannot act on, or that it fixed at the source.
 SILENCED = ("LeafSpec", "litlogger", "anonymous setting", "srun", "GPU available", "Restoring states",
             "wandb: Tracking run", "Experiment logs directory")
-RUN = ["experiment=digits_quick", "trainer.max_epochs=2", "logger=wandb"]
+RUN = ["experiment=digits_quick", "trainer.max_epochs=2", "logger=wandb", "measure.parts_budget_s=5"]
 
 
 def _console(proc) -> list[str]:
@@ -62,7 +62,7 @@ def test_train_log_keeps_everything_with_timestamps(digits_run: tuple[Path, list
 def test_verbose_brings_library_messages_back(tmp_path: Path) -> None:
     proc = run_train_script(["trainer.max_epochs=1", "data.image_size=8", "trainer.limit_train_batches=2",
                              "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "logger=none", "-v",
-                             f"hydra.run.dir={tmp_path / 'run'}"])
+                             "measure.parts=false", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GPU available: False" in proc.stdout and "Restoring states" in proc.stdout
 

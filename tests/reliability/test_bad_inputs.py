@@ -1,13 +1,16 @@
 """The catalogue of bad inputs (issue 6, item 3): one test per row, and docs/bad_inputs.md generated from the same list.
 
-Every row is a real command (a subprocess of scripts/train.py, scripts/ablate.py, scripts/report.py or
-scripts/complexity.py) that must end with exactly ONE line on stderr, `error: <message>`, naming the offending
-key/path and the fix, a non-zero exit status (2: bad input), no traceback, and no run recorded as finished.
-HYDRA_FULL_ERROR=1 brings the traceback back (tested once).
+Every row is a real command (scripts/train.py, scripts/ablate.py, scripts/report.py or scripts/complexity.py) that
+must end with exactly ONE line on stderr, `error: <message>`, naming the offending key/path and the fix, a non-zero
+exit status (2: bad input), no traceback, and no run recorded as finished. Most rows run the script IN THIS PROCESS
+(`helpers.cli.run_cli`: the script executed as __main__ under its own argv and working directory, exactly the code a
+shell runs); the rows marked `process=True` run as real subprocesses, for the exit status and stderr the OS reports
+(one per script, plus the checks before torch loads). HYDRA_FULL_ERROR=1 brings the traceback back (tested once).
 
 `{tmp}` in a row stands for the row's own temporary directory, `{cpus}` for this machine's CPU count. Every
 scripts/train.py row also gets `hydra.run.dir={tmp}/run` (unless it sets its own), `logger=none` and the tiny
-settings in TINY. The rows run concurrently (a few at a time) in one module fixture, then each row is its own test.
+settings in TINY. All rows run in one module fixture (subprocess rows concurrently, in-process rows meanwhile, one
+after the other), then each row is its own test.
 
 Regenerate the doc table after editing CATALOGUE:  .venv/bin/python tests/reliability/test_bad_inputs.py
 """
@@ -24,12 +27,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 if __name__ == "__main__":  # run as a script to regenerate the doc table: tests/ holds the helpers
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from helpers.cli import run_cli
 from helpers.runs import REPO
 
 DOC = REPO / "docs" / "bad_inputs.md"
@@ -143,7 +148,7 @@ def a_file(tmp: Path) -> None:
 class Bad:
     id: str
     input: str  # what is wrong, in words
-    script: str  # train | ablate | report | complexity
+    script: str  # train | ablate | report | complexity | explain
     args: tuple[str, ...]
     message: str  # exact, after {tmp}/{cpus} substitution; {*} stands for the OS's/library's own words
     status: int = 2
@@ -152,6 +157,7 @@ class Bad:
     max_s: float = 90  # must fail this fast (wall clock, on a loaded 2-core box): no hang, e.g. on a download
     extra: tuple[str, ...] = field(default=())  # train only: appended after the tiny defaults (not shown in the doc)
     needs_no_gpu: bool = False  # only bad input where CUDA is absent
+    process: bool = False  # run as a real subprocess (else in this process, through the same script)
 
 
 M = {  # the exact messages ({tmp}: the row's temp dir; {cpus}: CPU count; {*}: text from the OS/library)
@@ -197,12 +203,21 @@ M = {  # the exact messages ({tmp}: the row's temp dir; {cpus}: CPU count; {*}: 
     "gpu-without-gpu": "trainer.accelerator=gpu but this machine has no CUDA GPU: use trainer=cpu (or trainer.accelerator=cpu)",
     "complexity-bad-device": "device='mps' is not supported: use device=cpu or device=cuda",
     "complexity-bad-precision": "precision='fp8' is not valid: choose one of 32, bf16, 16 (or 32-true, bf16-mixed, 16-mixed)",
+    "unknown-block": "model.block='wide' is not valid: choose one of plain, basic, bottleneck",
+    "unknown-schedule": "sched.name='linear' is not valid: choose one of cosine, multistep, onecycle, constant",
+    "complexity-unknown-knob": "unknown model knob 'stemm' in model.stemm: valid knobs are stem, stem_width, block, residual, shortcut, downsample, depths, widths, head, head_pool, head_hidden, dropout, batch_norm, conv_bias, zero_init_residual, num_classes, in_channels",
+    "complexity-input-too-small": "input_size=16 is too small for this model (stem=resnet, downsample=stride, 4 stages reduce by 32x): use input_size>=32 or fewer stages",
+    "explain-unknown-preset": "a=vgg17 is not a known preset: choose one of vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34, resnet20, plain20, resnet32, plain32, resnet44, plain44, resnet56, plain56, resnet110, plain110, vgg11_cifar, vgg13_cifar, vgg16_cifar, vgg19_cifar",
+    "explain-same-network": "a=vgg16 and b=vgg16 are the same network: pick two networks that differ",
+    "explain-input-too-small": "a=vgg16: input_size=16 is too small for this model (stem=vgg, downsample=maxpool, 5 stages reduce by 32x): use input_size>=32 or fewer stages",
+    "explain-missing-b": "b is not set: name the two networks, e.g. python scripts/explain.py a=vgg16 b=resnet34",
+    "explain-bad-order": "order=residual,head must list each differing choice once: head, stem, normalisation, downsampling, body_layout, residual",
     "complexity-unknown-preset": "model=vgg17 is not a known option: choose one of plain110, plain18, plain20, plain32, plain34, plain44, plain56, resnet101, resnet110, resnet152, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, vgg11, vgg11_bn, vgg11_cifar, vgg13, vgg13_bn, vgg13_cifar, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn, vgg19_cifar",
 }
 
 T = "train"
 CATALOGUE: list[Bad] = [
-    Bad("unknown-preset", "unknown model preset", T, ("model=resnet21",), M["unknown-preset"]),
+    Bad("unknown-preset", "unknown model preset", T, ("model=resnet21",), M["unknown-preset"], process=True),
     Bad("unknown-knob", "unknown model knob", T, ("model.depthz=3",), M["unknown-knob"]),
     Bad("invalid-knob-value", "invalid knob value", T, ("model.head=mlp",), M["invalid-knob-value"]),
     Bad("invalid-knob-type", "knob of the wrong type", T, ("model.widths=16",), M["invalid-knob-type"]),
@@ -210,7 +225,9 @@ CATALOGUE: list[Bad] = [
         ("model=resnet18", "data.image_size=16"), M["input-too-small"]),
     Bad("batch-size-zero", "batch size <= 0", T, ("data.batch_size=0",), M["batch-size-zero"]),
     Bad("epochs-zero", "epochs <= 0", T, ("trainer.max_epochs=0",), M["epochs-zero"]),
-    Bad("negative-lr", "negative learning rate", T, ("optim.lr=-0.1",), M["negative-lr"]),
+    Bad("unknown-block", "unknown block type", T, ("model.block=wide",), M["unknown-block"]),
+    Bad("unknown-schedule", "unknown learning-rate schedule", T, ("sched.name=linear",), M["unknown-schedule"]),
+    Bad("negative-lr", "negative learning rate", T, ("optim.lr=-0.1",), M["negative-lr"], process=True),
     Bad("unknown-optimizer", "unknown optimizer", T, ("optim.name=lamb",), M["unknown-optimizer"]),
     Bad("num-classes-mismatch", "num_classes different from the dataset's", T, ("model.num_classes=100",), M["num-classes-mismatch"]),
     Bad("unknown-dataset", "unknown dataset", T, ("data=imagenet21k",), M["unknown-dataset"]),
@@ -220,7 +237,7 @@ CATALOGUE: list[Bad] = [
     Bad("download-offline", "download impossible (no network)", T,
         ("data=cifar10", "data.download=true", "data.root={tmp}/empty"), M["download-offline"], setup=empty_dir),
     Bad("cifar-truncated", "truncated CIFAR batch", T,
-        ("data=cifar10", "data.root={tmp}/cifar", "data.verify=false"), M["cifar-truncated"], setup=truncated_cifar),
+        ("data=cifar10", "data.root={tmp}/cifar", "data.verify=false"), M["cifar-truncated"], setup=truncated_cifar, process=True),
     Bad("cifar-checksum", "corrupt CIFAR batch (checksum)", T,
         ("data=cifar10", "data.root={tmp}/cifar"), M["cifar-checksum"], setup=truncated_cifar),
     Bad("cifar-garbage", "CIFAR batch that is not a pickle", T,
@@ -263,14 +280,21 @@ CATALOGUE: list[Bad] = [
     Bad("unknown-ablation-sweep", "ablation name that does not exist (sweep)", T,
         ("-m", "+ablation=resnet_vs_everything"), M["unknown-ablation-sweep"]),
     Bad("unknown-ablation", "ablation name that does not exist (ablate.py)", "ablate",
-        ("resnet_vs_everything",), M["unknown-ablation"]),
-    Bad("report-no-runs", "report over a directory with no runs", "report", ("{tmp}/empty",), M["report-no-runs"], setup=empty_dir),
+        ("resnet_vs_everything",), M["unknown-ablation"], process=True),
+    Bad("report-no-runs", "report over a directory with no runs", "report", ("{tmp}/empty",), M["report-no-runs"], setup=empty_dir, process=True),
     Bad("report-missing-dir", "report over a directory that does not exist", "report", ("{tmp}/nothing",), M["report-missing-dir"]),
     Bad("complexity-bad-device", "a device the timing cannot use (complexity report)", "complexity",
-        ("measure=true", "device=mps"), M["complexity-bad-device"]),
+        ("measure=true", "device=mps"), M["complexity-bad-device"], process=True),
     Bad("complexity-bad-precision", "an unknown precision (complexity report)", "complexity",
         ("measure=true", "precision=fp8"), M["complexity-bad-precision"]),
     Bad("complexity-unknown-preset", "unknown preset (complexity report)", "complexity", ("model=vgg17",), M["complexity-unknown-preset"]),
+    Bad("explain-unknown-preset", "unknown preset (explain)", "explain", ("a=vgg17", "b=resnet34"), M["explain-unknown-preset"]),
+    Bad("explain-same-network", "the same network twice (explain)", "explain", ("a=vgg16", "b=vgg16"), M["explain-same-network"]),
+    Bad("explain-input-too-small", "input too small for a network (explain)", "explain", ("a=vgg16", "b=resnet34", "input_size=16"), M["explain-input-too-small"]),
+    Bad("explain-missing-b", "only one network named (explain)", "explain", ("a=vgg16",), M["explain-missing-b"]),
+    Bad("explain-bad-order", "a roadmap order that misses choices (explain)", "explain", ("a=vgg16", "b=resnet34", "order=[residual,head]"), M["explain-bad-order"]),
+    Bad("complexity-unknown-knob", "unknown knob (complexity report)", "complexity", ("model=vgg16", "model.stemm=vgg"), M["complexity-unknown-knob"]),
+    Bad("complexity-input-too-small", "input too small for the model (complexity report)", "complexity", ("model=resnet18", "input_size=16"), M["complexity-input-too-small"]),
 ]
 
 
@@ -304,13 +328,17 @@ def env(tmp: Path) -> dict[str, str]:
     return e
 
 
-def run_row(bad: Bad, tmp: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_row(bad: Bad, tmp: Path, extra_env: dict[str, str] | None = None, process: bool | None = None) -> Any:
+    """The row's command from `tmp` (cwd=tmp: nothing — runs/, multirun/, outputs/ — can land in the checkout), as a
+    subprocess or in this process; the result has returncode, stdout, stderr and seconds."""
     tmp.mkdir(parents=True, exist_ok=True)
     if bad.setup:
         bad.setup(tmp)
-    # cwd=tmp: nothing (runs/, multirun/, outputs/) can land in the checkout
+    cmd = command(bad, tmp)
+    if not (bad.process if process is None else process):
+        return run_cli(bad.script, cmd[2:], tmp, {**env(tmp), **(extra_env or {})})
     t = time.perf_counter()
-    proc = subprocess.run(command(bad, tmp), cwd=tmp, env={**env(tmp), **(extra_env or {})}, capture_output=True,
+    proc = subprocess.run(cmd, cwd=tmp, env={**env(tmp), **(extra_env or {})}, capture_output=True,
                           text=True, timeout=bad.timeout)
     proc.seconds = time.perf_counter() - t  # type: ignore[attr-defined]
     return proc
@@ -348,20 +376,17 @@ def write_doc() -> None:
 
 # ------------------------------------------------------------------ tests
 @pytest.fixture(scope="module")
-def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """Runs the selected rows (all, unless -k picked some) concurrently, three at a time."""
+def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]:
+    """Runs the selected rows (all, unless -k picked some): the subprocess rows two at a time in the background,
+    the in-process rows meanwhile, one after the other (they share this process's global state)."""
     base = tmp_path_factory.mktemp("bad")
     selected = {item.callspec.params["bad"].id for item in request.session.items
                 if getattr(item, "callspec", None) and isinstance(item.callspec.params.get("bad"), Bad)}
     rows = [b for b in CATALOGUE if b.id in selected] or CATALOGUE
-
-    def one(bad: Bad) -> tuple[Path, subprocess.CompletedProcess]:
-        tmp = base / bad.id
-        return tmp, run_row(bad, tmp)
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip([b.id for b in rows], pool.map(one, rows)))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {b.id: pool.submit(run_row, b, base / b.id) for b in rows if b.process}
+        done = {b.id: (base / b.id, run_row(b, base / b.id)) for b in rows if not b.process}
+        return {**done, **{i: (base / i, f.result()) for i, f in futures.items()}}
 
 
 def test_catalogue_is_big_and_distinct() -> None:
@@ -378,7 +403,7 @@ def test_doc_table_is_generated_from_the_catalogue() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bad", CATALOGUE, ids=[b.id for b in CATALOGUE])
-def test_bad_input(bad: Bad, results: dict[str, tuple[Path, subprocess.CompletedProcess]]) -> None:
+def test_bad_input(bad: Bad, results: dict[str, tuple[Path, Any]]) -> None:
     if bad.needs_no_gpu and _has_cuda():
         pytest.skip("this machine has a CUDA GPU")
     tmp, proc = results[bad.id]
@@ -398,7 +423,7 @@ def test_bad_input(bad: Bad, results: dict[str, tuple[Path, subprocess.Completed
 @pytest.mark.slow
 def test_full_error_gives_the_traceback(tmp_path: Path) -> None:
     bad = next(b for b in CATALOGUE if b.id == "negative-lr")
-    proc = run_row(bad, tmp_path, {"HYDRA_FULL_ERROR": "1"})
+    proc = run_row(bad, tmp_path, {"HYDRA_FULL_ERROR": "1"}, process=True)
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr and "ConfigError" in proc.stderr
     assert "optim.lr=-0.1" in proc.stderr
@@ -409,8 +434,7 @@ if __name__ == "__main__":
         import tempfile
 
         base = Path(tempfile.mkdtemp(prefix="bad_inputs_"))
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            procs = list(pool.map(lambda b: run_row(b, base / b.id), CATALOGUE))
+        procs = [run_row(b, base / b.id) for b in CATALOGUE]
         for bad, proc in zip(CATALOGUE, procs):
             msg = proc.stderr.strip().replace(str(base / bad.id), "{tmp}")
             print(f"{bad.id}\t{proc.returncode}\t{msg}")

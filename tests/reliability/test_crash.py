@@ -3,7 +3,9 @@ SIGKILL mid-epoch, SIGKILL during validation, SIGKILL while a checkpoint is bein
 after each, and check the final weights, optimizer state and metrics are IDENTICAL to an uninterrupted run
 (trainer.deterministic=true, CPU).
 
-The kill points are deterministic (`helpers.kills`); the re-runs are the plain command.
+The kill points are deterministic (`helpers.kills`); every killed invocation is a real process. The uninterrupted
+reference and the final re-run are the plain command run in this process (`helpers.kills.rerun`: scripts/train.py
+itself, no process boundary to test there).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.kills import ARGS, STEPS, train
+from helpers.kills import ARGS, STEPS, rerun, train
 from helpers.runs import csv_history
 from models.train.checkpoints import load_checkpoint
 from models.train.records import read_results
@@ -40,7 +42,7 @@ def _same_tensors(a: object, b: object, where: str = "") -> None:
 @pytest.mark.slow
 def test_kills_at_named_points_then_rerun_is_identical_to_uninterrupted(tmp_path: Path) -> None:
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "run"
-    ref = train(ref_dir, tmp_path)
+    ref = rerun(ref_dir, tmp_path)
     assert ref.returncode == 0, ref.stderr[-3000:]
     fired = tmp_path / "fired"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -79,7 +81,7 @@ def test_kills_at_named_points_then_rerun_is_identical_to_uninterrupted(tmp_path
     assert read_results(run_dir)["status"] == "running"
 
     # 6. the same command, no hook: resumes and finishes
-    p = train(run_dir, tmp_path)
+    p = rerun(run_dir, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"resuming from {last} at epoch 1, step 8" in p.stdout  # where the previous good file left off
     assert not list(run_dir.rglob("*.tmp"))  # leftovers of the killed write are cleaned up
@@ -113,12 +115,12 @@ def test_a_compiled_run_killed_and_resumed_is_identical_to_uninterrupted(tmp_pat
     SIGKILL: same weights, metrics and history as the uninterrupted compiled run; the compiler's counts recorded."""
     args = [*ARGS, "trainer.max_epochs=2", "compile=reduce-overhead"]
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "run"
-    ref = train(ref_dir, tmp_path, args=args)
+    ref = rerun(ref_dir, tmp_path, args=args)
     assert ref.returncode == 0, ref.stderr[-3000:]
     p = train(run_dir, tmp_path, "train_step:7", args=args)
     assert p.returncode == -signal.SIGKILL
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
-    again = train(run_dir, tmp_path, args=args)
+    again = train(run_dir, tmp_path, args=args)  # a fresh process: what it compiled is its own
     assert again.returncode == 0, again.stderr[-3000:]
     a, b = read_results(ref_dir), read_results(run_dir)
     assert {k: a.get(k) for k in METRICS} == {k: b.get(k) for k in METRICS} and b["steps"] == 10

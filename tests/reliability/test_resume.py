@@ -4,8 +4,6 @@ clean errors; a SIGKILL while a checkpoint is being written leaves the previous 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.cli import run_cli
+from helpers.kills import ARGS, STEPS
+from helpers.kills import train as killable_train
 from helpers.runs import FAST_TRAIN, REPO, compose_train
 from helpers.wandb import history
 from models.errors import ConfigError
@@ -40,54 +41,46 @@ def _epoch_history(run_dir: Path) -> dict[tuple[int, str], float]:
 
 
 @pytest.mark.slow
-def test_sigterm_then_resume_then_not_retrained(train_script, wandb_env: Path, tmp_path: Path) -> None:
+def test_sigterm_then_resume_then_not_retrained(wandb_env: Path, tmp_path: Path) -> None:
+    """SIGTERM (a real signal to a real process, at a named step), then the same command again (in this process,
+    through scripts/train.py itself): it resumes the same wandb run where it stopped and ends with the uninterrupted
+    run's whole per-epoch history; a third time, it is reported, not retrained."""
     run_dir = tmp_path / "run"
-    # 32x32 so that steps take long enough to interrupt; last.ckpt every 2 steps; 3 epochs x 6 steps = 18 steps
-    args = [*FAST_TRAIN, "data.image_size=32", "trainer.limit_train_batches=6", "trainer.max_epochs=3",
-            "trainer.deterministic=true", "checkpoint.every_n_steps=2", "logger=wandb", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    assert read_results(run_dir)["status"] == "running"  # written at fit start
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]  # stopped by SIGTERM (a sweep stops too), resumable
-    assert "Traceback" not in err and "interrupted by SIGTERM" in out
+    args = [*ARGS, "logger=wandb"]  # 3 epochs x 5 steps, last.ckpt every 2 steps
+    proc = killable_train(run_dir, tmp_path, "train_step:7", "SIGTERM", args=args)
+    assert proc.returncode == 143, proc.stderr[-2000:]  # stopped by SIGTERM (a sweep stops too), resumable
+    assert "Traceback" not in proc.stderr and "interrupted by SIGTERM" in proc.stdout
     first = read_results(run_dir)
     assert first["status"] == "running" and first["interrupted"] == "SIGTERM"
     stopped = first["interrupted_at_step"]
-    assert 0 < stopped < 18
+    assert stopped == 8  # step 7 finished, then the signal was honoured
+    last = run_dir / "checkpoints" / "last.ckpt"
     assert load_checkpoint(last)["global_step"] == stopped  # the resumable checkpoint is the interrupted state
 
     # a different model cannot resume this run (checked before anything is written or trained)
     with pytest.raises(ConfigError, match=r"belongs to another configuration: model.name='resnet20' \(now "
                                           r"'resnet32'\): re-run it with the settings of .*config.yaml"):
-        train(compose_train([*args[:-1], "model=resnet32", f"run_dir={run_dir}"]))
+        train(compose_train([*args, "model=resnet32", f"run_dir={run_dir}"]))
 
     # the same command again: resumes from last.ckpt and finishes
-    again = train_script(args, timeout=300)
+    again = run_cli("train", [*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resuming from {last} at epoch" in again.stdout
+    assert f"resuming from {last} at epoch 1, step 8" in again.stdout
     r = read_results(run_dir)
-    assert r["status"] == "finished" and r["resumed_from"] == str(last) and r["steps"] == 18 and r["epochs"] == 3
+    assert r["status"] == "finished" and r["resumed_from"] == str(last) and r["steps"] == STEPS and r["epochs"] == 3
     wandb_files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
     assert len(wandb_files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in wandb_files)
     steps = _history_steps(wandb_files[1])
     assert steps and min(steps) >= stopped  # the global step continues where it stopped
     # the whole per-epoch history (train/* included) equals an uninterrupted run's
-    reference = train_script([*args[:-1], f"hydra.run.dir={tmp_path / 'reference'}"], timeout=300)
+    reference = run_cli("train", [*args, f"hydra.run.dir={tmp_path / 'reference'}"], cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
     expected = _epoch_history(tmp_path / "reference")
     assert len(expected) == 3 * len(EPOCH_KEYS) and _epoch_history(run_dir) == expected
 
     # and once more: a finished run is reported, not retrained
-    third = train_script(args, timeout=120)
+    third = run_cli("train", [*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert third.returncode == 0 and "already finished" in third.stdout
     assert read_results(run_dir) == r
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2

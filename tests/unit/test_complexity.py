@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,14 +9,14 @@ import torch
 from torch import nn
 
 import models
+from helpers.cli import Result, run_cli
 from helpers.runs import REPO
-from models.analysis.compare import compare, write_outputs
-from models.analysis.tables import complexity_markdown
+from models.analysis.compare import compare, complexity_markdown, write_outputs
 from models.complexity import count_params, profile
 
 
 def test_parts_and_layers_add_up() -> None:
-    c = profile(models.build("resnet18"), 224)
+    c = profile(models.build("resnet18"), 224, check=True)
     assert [p.name for p in c.parts] == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
     assert sum(p.params for p in c.parts) == c.params
     assert sum(p.macs for p in c.parts) == c.macs == sum(layer.macs for layer in c.layers)
@@ -68,7 +66,7 @@ def test_disagreeing_counters_fail_loudly() -> None:
             return x.flatten(1)[:, :4] @ self.w
 
     with pytest.raises(RuntimeError, match="MAC counts disagree"):
-        profile(Sneaky(), 8)
+        profile(Sneaky(), 8, check=True)
 
 
 def test_compare_and_outputs(tmp_path: Path) -> None:
@@ -83,38 +81,27 @@ def test_compare_and_outputs(tmp_path: Path) -> None:
     assert "macs_share/head" in paths[1].read_text().splitlines()[0]
 
 
-def _script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "complexity.py"), *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)
+@pytest.fixture(scope="module")
+def seed_comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
+    """`python scripts/complexity.py out=DIR` (the seed comparison), run once, in this process."""
+    out = tmp_path_factory.mktemp("complexity")
+    return out, run_cli("complexity", [f"out={out}"], cwd=out)
 
 
-def test_complexity_script_seed_comparison(tmp_path: Path) -> None:
-    out = _script(f"out={tmp_path}")
+def test_complexity_script_seed_comparison(seed_comparison: tuple[Path, Result]) -> None:
+    out_dir, out = seed_comparison
     assert out.returncode == 0, out.stderr
     assert "| vgg16 | 16 | 224 | 138,357,544 | 15,470,264,320 |" in out.stdout
     assert "0.0% / 10.6% / 89.4%" in out.stdout  # VGG-16's head holds 89.4% of its parameters
     assert "| vgg16 + GAP head | 14 | 224 | 15,227,688 |" in out.stdout
-    assert {p.name for p in tmp_path.iterdir()} == {f"complexity.{e}" for e in ("json", "csv", "md", "png")}
+    assert {p.name for p in out_dir.iterdir()} == {f"complexity.{e}" for e in ("json", "csv", "md", "png")}
 
 
-def test_readme_table_is_the_generated_one() -> None:
+def test_readme_table_is_the_generated_one(seed_comparison: tuple[Path, Result]) -> None:
     """The README's complexity table is pasted from the script's output, not typed."""
-    out = _script()
     readme = (REPO / "README.md").read_text()
-    table = out.stdout.split("\n\n")[0].strip()
+    table = seed_comparison[1].stdout.split("\n\n")[0].strip()
     assert table in readme
-
-
-@pytest.mark.parametrize("args,message", [
-    (["model=resnet99"], "model=resnet99 is not a known option: choose one of"),
-    (["model=vgg16", "model.stemm=vgg"], "unknown model knob 'stemm'"),
-    (["model=vgg16", "model.head=mlp"], "model.head='mlp' is not valid"),
-    (["model=resnet18", "input_size=16"], "too small"),
-])
-def test_complexity_script_bad_input_is_one_line(args: list[str], message: str) -> None:
-    out = _script(*args)
-    assert out.returncode == 2
-    assert out.stdout == "" and out.stderr.count("\n") == 1 and message in out.stderr
 
 
 def _layer(name: str, preset: str, size: int = 224):
@@ -146,7 +133,7 @@ def test_a_resnet_basic_block_by_hand() -> None:
     assert conv1.bytes_moved() == 4 * (36_864 + 2 * 64 * 56 * 56) == 1_753_088
     assert conv1.intensity() == 2 * 115_605_504 / 1_753_088  # 131.9 FLOP/byte
     with torch.device("meta"):
-        c = profile(models.build("resnet18"), 224)
+        c = profile(models.build("resnet18"), 224, check=True)
     block = [layer for layer in c.layers if layer.name.startswith("stages.stage1.0.")]
     # (the block's one ReLU module runs twice: after bn1 and after the residual addition)
     assert [layer.kind for layer in block] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "Identity",

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from data import build_datamodule
-from data.device import DeviceLoader, crop_flip
+from data.device import DeviceLoader, LoaderSettings, TensorSource, crop_flip
 from data.digits import DigitsDataModule
 from data.splits import stratified_split
 from helpers.fits import BatchRecorder, smoke_fit
@@ -29,9 +29,10 @@ def digits() -> DigitsDataModule:
     return dm
 
 
-def _loader(n: int = 100, batch_size: int = 8, **kw) -> DeviceLoader:
+def _loader(n: int = 100, batch_size: int = 8, epoch_fn=None, **kw) -> DeviceLoader:
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
-    return DeviceLoader(images, torch.arange(n), batch_size, mean=(0, 0, 0), std=(1, 1, 1), **kw)
+    settings = LoaderSettings(batch_size, mean=(0, 0, 0), std=(1, 1, 1), **{"train": False, **kw})
+    return DeviceLoader(TensorSource(images, torch.arange(n)), settings, epoch_fn=epoch_fn)
 
 
 def _labels(loader: DeviceLoader) -> list[int]:
@@ -166,7 +167,8 @@ def test_crop_flip_matches_torchvision_distribution() -> None:
 def test_center_crop_and_resize_match_torchvision() -> None:
     x = torch.randint(0, 256, (4, 3, 37, 37), dtype=torch.uint8)
     assert torch.equal(crop_flip(x, 32, train=False), v2.CenterCrop(32)(x))
-    loader = DeviceLoader(x, torch.zeros(4), 4, mean=(0.5,) * 3, std=(0.25,) * 3, train=False, crop=32, out_size=16)
+    loader = DeviceLoader(TensorSource(x, torch.zeros(4)), LoaderSettings(4, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                                                           train=False, crop=32, out_size=16))
     xb, _ = next(iter(loader))
     ref = v2.Compose(
         [
@@ -198,7 +200,8 @@ def test_epochs_reshuffle_deterministically_and_resume() -> None:
     # augmentation is seeded too
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     aug = [
-        DeviceLoader(x, torch.arange(64), 16, mean=(0,) * 3, std=(1,) * 3, train=True, pad=2, flip=True, seed=1)
+        DeviceLoader(TensorSource(x, torch.arange(64)),
+                     LoaderSettings(16, mean=(0,) * 3, std=(1,) * 3, train=True, pad=2, flip=True, seed=1))
         for _ in range(2)
     ]
     assert all(torch.equal(p, q) for (p, _), (q, _) in zip(aug[0], aug[1], strict=True))

@@ -147,8 +147,7 @@ def test_padded_evaluation_counts_only_real_images() -> None:
     net = models.build("resnet20", num_classes=10)
     results = []
     for pad in (False, True):
-        dm = DigitsDataModule(image_size=8, batch_size=64, device_resident=True)  # 270 test images: 4 x 64 + 14
-        dm.pad_eval = pad
+        dm = DigitsDataModule(image_size=8, batch_size=64, device_resident=True, pad_eval=pad)  # 270 = 4 x 64 + 14
         batches = list(dm.test_dataloader())
         assert len(batches[-1]) == (3 if pad else 2) and batches[-1][0].shape[0] == (64 if pad else 14)
         module = Classifier(net, 10)

@@ -47,7 +47,7 @@ def test_knob_overrides_build_and_train(name: str, overrides: dict) -> None:
     assert out.shape == (2, 7)
     out.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
-    c = profile(net, size)
+    c = profile(net, size, check=True)
     assert c.params == sum(p.numel() for p in net.parameters())
     assert sum(p.params for p in c.parts) == c.params
 

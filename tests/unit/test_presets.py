@@ -36,14 +36,14 @@ def meta(build, *args, **kwargs) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_published_imagenet_counts(name: str) -> None:
-    c = profile(meta(models.build, name), 224)
+    c = profile(meta(models.build, name), 224, check=True)
     assert (c.params, c.macs) == PUBLISHED[name]
     assert c.flops == 2 * c.macs
 
 
 @pytest.mark.parametrize("name", sorted(CIFAR))
 def test_published_cifar_counts(name: str) -> None:
-    c = profile(models.build(name), 32)
+    c = profile(models.build(name), 32, check=True)
     assert (c.params, c.macs) == CIFAR[name]
 
 
@@ -61,7 +61,8 @@ def test_every_imagenet_preset_is_covered() -> None:
 
 @pytest.mark.parametrize("name", IMAGENET)
 def test_counts_equal_torchvision(name: str) -> None:
-    ours, theirs = profile(meta(models.build, name), 224), profile(meta(getattr(tvm, name)), 224)
+    ours = profile(meta(models.build, name), 224, check=True)
+    theirs = profile(meta(getattr(tvm, name)), 224, check=True)
     assert (ours.params, ours.macs, ours.bias_adds) == (theirs.params, theirs.macs, theirs.bias_adds)
 
 
@@ -86,8 +87,8 @@ def test_plain_imagenet_is_resnet_without_projections(depth: int) -> None:
     """He et al.'s plain-18/34: torchvision's ResNet minus its 1x1 projection shortcuts."""
     tv = meta(getattr(tvm, f"resnet{depth}"))
     proj_params = sum(p.numel() for n, p in tv.named_parameters() if ".downsample." in n)
-    proj_macs = sum(layer.macs for layer in profile(tv, 224).layers if ".downsample." in layer.name)
-    ours, theirs = profile(meta(models.build, f"plain{depth}"), 224), profile(tv, 224)
+    proj_macs = sum(layer.macs for layer in profile(tv, 224, check=True).layers if ".downsample." in layer.name)
+    ours, theirs = profile(meta(models.build, f"plain{depth}"), 224, check=True), profile(tv, 224, check=True)
     assert ours.params == theirs.params - proj_params
     assert ours.macs == theirs.macs - proj_macs
 
@@ -95,7 +96,8 @@ def test_plain_imagenet_is_resnet_without_projections(depth: int) -> None:
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
 def test_cifar_plain_equals_resnet_counts(depth: int) -> None:
     """Option A shortcuts have no parameters and no MACs, so plain-n and ResNet-n cost the same."""
-    a, b = profile(models.build(f"plain{depth}"), 32), profile(models.build(f"resnet{depth}"), 32)
+    a = profile(models.build(f"plain{depth}"), 32, check=True)
+    b = profile(models.build(f"resnet{depth}"), 32, check=True)
     assert (a.params, a.macs) == (b.params, b.macs)
 
 
@@ -111,8 +113,8 @@ def test_cifar_resnet_matches_reference_layout() -> None:
 
 
 def test_vgg16_head_holds_most_parameters() -> None:
-    vgg = profile(meta(models.build, "vgg16"), 224)
-    gap = profile(meta(models.build, "vgg16", head="gap"), 224)
+    vgg = profile(meta(models.build, "vgg16"), 224, check=True)
+    gap = profile(meta(models.build, "vgg16", head="gap"), 224, check=True)
     assert vgg.part("head").params == 25088 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000
     assert round(vgg.part("head").params / vgg.params, 3) == 0.894
     assert vgg.params - gap.params == 123_129_856  # ~123M removed by global average pooling

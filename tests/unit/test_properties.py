@@ -43,7 +43,7 @@ def test_valid_knobs_build_run_and_count_exactly(spec: NetSpec) -> None:
     out.square().mean().backward()
     assert all(p.grad is not None for p in net.parameters())
 
-    c = profile(net, size)
+    c = profile(net, size, check=True)
     assert c.params == sum(p.numel() for p in net.parameters())  # independent: sum of numel
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net.eval()(x[:1])

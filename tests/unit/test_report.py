@@ -13,9 +13,8 @@ import pytest
 
 from helpers.runs import REPO
 from models.analysis.figures import pareto_front
-from models.analysis.report import report, write_report
+from models.analysis.report import accuracy_cell, report, write_report
 from models.analysis.runs import from_wandb, group_runs, load_runs, varied_columns
-from models.analysis.tables import accuracy_cell
 from models.errors import ConfigError
 from models.presets import get_spec
 

@@ -1,5 +1,6 @@
-"""The layout the README promises, checked: the model core alone at the top of models/, short functions and modules
-(AST), one Hydra compose, one machine description, and test helpers imported only from tests/helpers."""
+"""The layout the README promises, checked: the model core alone at the top of models/, every package on a floor of
+the import contract (.importlinter, checked by `make lint`), short functions and modules (AST), one Hydra compose,
+one machine description, one table writer, and test helpers imported only from tests/helpers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from helpers.runs import REPO
 
-MODEL_CORE = {"__init__", "errors", "spec", "layers", "network", "presets", "complexity"}
+MODEL_CORE = {"__init__", "errors", "spec", "layers", "network", "presets", "complexity", "timing", "memory"}
 ROOMS = {"train", "analysis", "bench", "utils"}
 MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
 CODE = sorted(p for d in ("models", "data", "scripts") for p in (REPO / d).rglob("*.py"))
@@ -27,6 +28,24 @@ def test_models_top_level_is_the_model_core() -> None:
     assert {p.name for p in top.iterdir() if p.is_dir() and p.name != "__pycache__"} == ROOMS
     for room in ROOMS:
         assert (top / room / "__init__.py").is_file(), room
+
+
+def _floors() -> list[str]:
+    from configparser import ConfigParser
+
+    parser = ConfigParser()
+    parser.read(REPO / ".importlinter")
+    floors = parser["importlinter:contract:floors"]["layers"]
+    return [m.strip() for line in floors.splitlines() for m in re.split(r"[|:]", line) if m.strip()]
+
+
+def test_every_module_stands_on_a_floor() -> None:
+    """A module the floors contract does not name is checked by nothing: each top-level module and room of models/,
+    and data/, must be on a floor."""
+    floors = set(_floors())
+    top = REPO / "models"
+    expected = {f"models.{p.stem}" for p in top.glob("*.py") if p.stem != "__init__"} | {f"models.{r}" for r in ROOMS}
+    assert expected | {"data"} <= floors, sorted(expected | {"data"} - floors)
 
 
 @pytest.mark.parametrize("path", CODE, ids=_rel)
@@ -45,6 +64,7 @@ def _calls(pattern: str) -> list[str]:
 
 def test_one_compose_and_one_machine_description() -> None:
     assert _calls(r"initialize_config_dir\(") == ["models/utils/hydra.py"]
+    assert _calls(r"csv\.DictWriter\(|def markdown\(") == ["models/train/loggers.py", "models/utils/tables.py"]
     assert _calls(r"/proc/cpuinfo|get_device_name\(") == ["models/utils/system.py"]
     assert _calls(r"def (compose|machine|cpu_model)\(") == ["models/utils/hydra.py", "models/utils/system.py"]
 

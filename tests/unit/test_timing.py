@@ -1,4 +1,4 @@
-"""Measured time per part and per layer (models.bench.timing): shares that add up, a model left untouched, the
+"""Measured time per part and per layer (models.timing): shares that add up, a model left untouched, the
 training conditions (channels_last, bf16), and one-line errors for a bad device or precision."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import models
-from models.bench.timing import measure, resolve_device, resolve_precision
 from models.errors import ConfigError
+from models.timing import measure, resolve_device, resolve_precision
 
 
 def _hooks(net: torch.nn.Module) -> int:
