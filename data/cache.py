@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from data.checks import UnreadableImages
 from models.errors import ConfigError
 
 CACHE_VERSION = 2  # 2: resize shorter side + centre crop (data.images.base_image); 1 squashed images to a square
@@ -50,14 +51,10 @@ def content_key(files: Sequence[Path], folder: Path, size: int) -> str:
     return h.hexdigest()[:24]
 
 
-class UnreadableImages(ConfigError):
-    """Images a cache build could not decode: all of them, in one line (the first three named, then a count)."""
-
-    def __init__(self, bad: list[str]) -> None:
-        self.bad = bad
-        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
-        super().__init__(f"{len(bad)} unreadable image(s) while building the image cache: {'; '.join(bad[:3])}{more}:"
-                         " delete or replace them (the cache decodes every image, so nothing was trained)")
+def unreadable(files: list[str]) -> UnreadableImages:
+    """Images a cache build could not decode: all of them (the message names the first few, then a count)."""
+    return UnreadableImages(files, "delete or replace them (the cache decodes every image, so nothing was trained)",
+                            " while building the image cache")
 
 
 def _read_index(cache_dir: Path) -> dict[str, dict[str, str]]:
@@ -76,7 +73,7 @@ def _write_index(cache_dir: Path, index: dict[str, dict[str, str]]) -> None:
 
 def _decode_all(files: Sequence[Path], out: np.ndarray, decode: Callable[[Path], np.ndarray], threads: int,
                 label: str) -> None:
-    """Decode every file into ``out``; every unreadable file is named in one ConfigError (up to three, + count)."""
+    """Decode every file into ``out``; every unreadable file is in one UnreadableImages (the first few named)."""
     def one(i: int) -> str | None:
         try:
             out[i] = decode(files[i])
@@ -92,7 +89,7 @@ def _decode_all(files: Sequence[Path], out: np.ndarray, decode: Callable[[Path],
             if why:
                 bad.append(why.split(": delete or replace")[0].removeprefix("cannot read image "))
     if bad:
-        raise UnreadableImages(bad)
+        raise unreadable(bad)
 
 
 def load_or_build(files: Sequence[Path], folder: Path, cache_dir: Path, size: int,

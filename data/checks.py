@@ -38,3 +38,20 @@ def resolve_workers(value: int | str, auto: int) -> int:
 
 
 __all__ = ["check_choice", "check_flag", "check_int", "cpu_count", "resolve_workers"]
+
+
+SHOWN = 3  # unreadable files named in the one-line message; the rest are counted there and listed in full elsewhere
+
+
+class UnreadableImages(ConfigError):
+    """Unreadable image files: the message names the first few and counts the rest; `files` holds every one
+    ("<path> (<why>)"), which a run writes to <run dir>/unreadable_images.txt and results.json."""
+
+    LIST = "unreadable_images.txt"
+
+    def __init__(self, files: Sequence[str], fix: str, where: str = "") -> None:
+        self.files = list(files)
+        shown = "; ".join(self.files[:SHOWN])
+        more = f" and {len(self.files) - SHOWN} more (all {len(self.files)} listed in the run directory's " \
+               f"{self.LIST})" if len(self.files) > SHOWN else ""
+        super().__init__(f"{len(self.files)} unreadable image(s){where}: {shown}{more}: {fix}")

@@ -26,7 +26,7 @@ from torchvision.datasets import Imagenette
 
 from data import cache as image_cache
 from data.base import SPLITS, BaseImageDataModule
-from data.checks import check_choice, check_flag, check_int, cpu_count
+from data.checks import UnreadableImages, check_choice, check_flag, check_int, cpu_count
 from data.device import DeviceLoader, FileSource
 from data.folder_tree import LAYOUTS, FolderTree, Samples
 from data.images import BaseImageDataset, base_image, base_side, scan_image
@@ -169,10 +169,8 @@ class ImageFolderDataModule(BaseImageDataModule):
         with ThreadPoolExecutor(min(8, cpu_count() * 2)) as pool:
             bad = [(p, why) for p, why in zip(paths, pool.map(scan_image, paths), strict=True) if why]
         if bad:
-            first = "; ".join(f"{p} ({why})" for p, why in bad[:3])
-            raise ConfigError(
-                f"{len(bad)} unreadable image(s): {first}: delete or replace them (data.verify=false skips this scan)"
-            )
+            raise UnreadableImages([f"{p} ({why})" for p, why in bad],
+                                   "delete or replace them (data.verify=false skips this scan)")
         self._scanned = True
 
     def setup(self, stage: str | None = None) -> None:
@@ -197,13 +195,13 @@ class ImageFolderDataModule(BaseImageDataModule):
                 arr, _, built = image_cache.load_or_build([p for p, _ in samples], self.root / folder,
                                                           self.cache_dir(), self.base_size, self._decode,
                                                           threads=min(8, cpu_count() * 2))
-            except image_cache.UnreadableImages as e:
-                unreadable += e.bad
+            except UnreadableImages as e:
+                unreadable += e.files
                 continue
             self.cache_events.setdefault(folder, "built" if built else "reused")
             self.cached[folder] = (torch.from_numpy(arr), torch.tensor([y for _, y in samples], dtype=torch.int64))
         if unreadable:
-            raise image_cache.UnreadableImages(unreadable)
+            raise image_cache.unreadable(unreadable)
         self._on_device.clear()
 
     # -- loaders --

@@ -39,7 +39,7 @@ class FolderTree:
         if not (root / "train").is_dir():
             hint = " or data.download=true" if self.layout == "imagenette" else ""
             raise ConfigError(
-                f"data.root={root}/train not found: set data.root=<dir with train/<class>/ and val/>{hint}"
+                f"{root}/train not found (data.root={root}): set data.root=<dir with train/<class>/ and val/>{hint}"
             )
         return root
 

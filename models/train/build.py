@@ -56,6 +56,7 @@ class Built:
     on_cuda: bool = False
     watch: CompileWatch = field(default_factory=lambda: CompileWatch(None, False))
     timing: ModelTiming | None = None  # measured time per part (rank 0, measure.parts)
+    resumed: dict[str, Any] | None = None  # what the resumed checkpoint recorded (epoch, global_step, ...)
 
 
 def build_spec(model_cfg: DictConfig, dm: pl.LightningDataModule) -> tuple[str, NetSpec]:
@@ -185,4 +186,4 @@ def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callback
     loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record, resumed)
     trainer = build_trainer(settings, run_dir, loggers, [*callbacks, *extra_callbacks])
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,
-                 channels_last, mode, settings.on_cuda, CompileWatch(mode, settings.on_cuda), timing)
+                 channels_last, mode, settings.on_cuda, CompileWatch(mode, settings.on_cuda), timing, resumed)

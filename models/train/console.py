@@ -188,17 +188,42 @@ class Announce(Callback):
 
 
 class ProgressBar(RichProgressBar):
-    """Lightning's rich bar with the epoch's metrics only, short names (no logger version, no per-step values: those
-    would cost a device sync on every step). Off a terminal (logs, CI) it is drawn once per bar, 132 columns wide."""
+    """Lightning's rich bar, one line on an 80-column terminal: description, a short bar, batches, elapsed time and
+    the epoch's metrics under short names (no logger version, no per-step values: those would cost a device sync on
+    every step). The epoch's training loss is the epoch that just ended (Lightning calls callbacks' epoch-end hooks
+    before the module's, which logs it: the bar asks the module itself). Off a terminal (logs, CI) it is drawn once
+    per bar, 132 columns wide."""
 
-    SHOWN = {"val/acc": "val_acc", "val/acc_best": "best", "train/loss_epoch": "loss"}
+    SHOWN = {"train/loss_epoch": "loss", "val/acc": "val", "val/acc_best": "best"}
 
-    def __init__(self) -> None:
-        super().__init__(console_kwargs=None if sys.stdout.isatty() else {"width": 132})
+    def __init__(self, width: int | None = None, file: Any = None) -> None:
+        kwargs: dict[str, Any] = {} if file is None else {"file": file}
+        if width or not sys.stdout.isatty():
+            kwargs["width"] = width or 132
+        super().__init__(console_kwargs=kwargs or None)
+        self._epoch_loss: tuple[int, float] | None = None
+
+    def configure_columns(self, trainer: Any) -> list:
+        from lightning.pytorch.callbacks.progress.rich_progress import BatchesProcessedColumn, CustomBarColumn
+        from rich.progress import TextColumn, TimeElapsedColumn
+
+        return [TextColumn("[progress.description]{task.description}"),
+                CustomBarColumn(bar_width=12, complete_style=self.theme.progress_bar,
+                                finished_style=self.theme.progress_bar_finished,
+                                pulse_style=self.theme.progress_bar_pulse),
+                BatchesProcessedColumn(style=self.theme.batch_progress), TimeElapsedColumn()]
 
     def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
         metrics = trainer.progress_bar_metrics
-        return {short: f"{float(metrics[key]):.3f}" for key, short in self.SHOWN.items() if key in metrics}
+        shown = {short: f"{float(metrics[key]):.3f}" for key, short in self.SHOWN.items() if key in metrics}
+        if self._epoch_loss is not None and self._epoch_loss[0] == trainer.current_epoch:
+            shown["loss"] = f"{self._epoch_loss[1]:.3f}"
+        return {k: shown[k] for k in ("loss", "val", "best") if k in shown}
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        loss = pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss") else None  # every rank
+        self._epoch_loss = (trainer.current_epoch, loss) if loss is not None else None
+        super().on_train_epoch_end(trainer, pl_module)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_fit_end(trainer, pl_module)

@@ -139,7 +139,7 @@ class Classifier(pl.LightningModule):
     # ------------------------------------------------------------------ train
     # Speed: each self.log() costs ~1 ms of Python on every step (Lightning moves its result object to the device),
     # and logging a torchmetrics object also copies its state. So per step we only update the accuracy metrics and
-    # a device-side loss sum; step values are logged on the steps the loggers actually write (log_every_n_steps),
+    # a device-side loss sum; step values go to the loggers on the steps they actually write (log_every_n_steps),
     # epoch values once at epoch end. Logged keys are unchanged: train/loss_step, train/loss_epoch, train/acc,
     # train/acc_top5, train/lr.
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -154,9 +154,18 @@ class Classifier(pl.LightningModule):
             self._train_images += n
         connector = self.trainer._logger_connector
         if connector.should_update_logs or self.trainer.fast_dev_run:
-            self.log("train/loss_step", loss_d, on_step=True, on_epoch=False)
-            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+            self._log_step_row(loss_d)
         return loss
+
+    def _log_step_row(self, loss: torch.Tensor) -> None:
+        """train/loss_step and train/lr of this step straight to the loggers, now, at the (epoch, step) Lightning
+        would use: a checkpoint taken at the end of this batch then covers the row (a self.log'ged step value
+        reaches the loggers only after the batch-end callbacks, i.e. after that checkpoint, and a resume from it
+        would lose the row)."""
+        row = {"train/loss_step": float(loss), "train/lr": float(self.optimizers().param_groups[0]["lr"]),
+               "epoch": self.current_epoch}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(row, step=self.global_step)
 
 
     def on_train_start(self) -> None:
@@ -267,6 +276,10 @@ class Classifier(pl.LightningModule):
         if self._epoch_row is None and self._train_images and last_batch:
             return {k: float(v) for k, v in self._train_epoch_metrics().items()}
         return self._epoch_row
+
+    def epoch_train_loss(self) -> float | None:
+        """The epoch's mean training loss so far, over every rank (a collective: call it on every rank)."""
+        return float(self._train_epoch_metrics()["train/loss_epoch"]) if self._train_images else None
 
     def reset_train_sums(self) -> None:
         self._reset_train_sums()

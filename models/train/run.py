@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from data.checks import UnreadableImages
 from models.errors import ConfigError
 from models.train import console
 from models.train.build import Built, build
@@ -47,6 +48,7 @@ class RunRecord:
         self.cfg, self.dir, self.t0 = cfg, run_dir, time.perf_counter()
         self.is_zero = rank_zero_only.rank == 0  # DDP ranks > 0 never write the record
         previous = previous or {}
+        self.previous = previous
         self.earlier_s = float(previous.get("wall_time_s") or 0.0)
         self.data: dict[str, Any] = {
             "status": "running", "run_dir": str(run_dir), "experiment": str(cfg.experiment),
@@ -82,9 +84,25 @@ class Bookkeeper(Callback):
         self.run.write()
 
 
+def unclean_stop(previous: dict[str, Any], resumed: dict[str, Any] | None, checkpoint: Path | None
+                 ) -> dict[str, Any] | None:
+    """The interruption of an invocation that never ended cleanly (SIGKILL, out of memory, power loss): it left its
+    record `running` without saying why. It stopped somewhere after the checkpoint this invocation resumes from."""
+    invocation = int(previous.get("invocations") or 0)
+    said = any(i.get("invocation") == invocation for i in previous.get("interruptions") or [])
+    if previous.get("status") != "running" or not invocation or said:
+        return None
+    return {"by": "unclean stop (killed, out of memory or power loss: no signal handled)",
+            "at_step": (resumed or {}).get("global_step"), "checkpoint": str(checkpoint) if checkpoint else None,
+            "at": previous.get("ended_at") or previous.get("started_at"), "invocation": invocation}
+
+
 def begin(run: RunRecord, parts: Built) -> None:
     """Record the run as `running` (with where and how it runs), save its config, start the wandb run."""
     trainer, cfg = parts.trainer, run.cfg
+    stop = unclean_stop(run.previous, parts.resumed, parts.resume)
+    if stop is not None:
+        run.data["interruptions"].append(stop)
     run.is_zero = trainer.is_global_zero
     run.data.update(machine(trainer.strategy.root_device, trainer.world_size))
     run.data.update({"precision": str(trainer.precision), "channels_last": parts.channels_last,
@@ -170,6 +188,11 @@ def fail(run: RunRecord, error: BaseException, parts: Built | None) -> None:
         _stop_launched_ranks(parts.trainer)
     message = str(error) if isinstance(error, ConfigError) else " ".join(f"{type(error).__name__}: {error}".split())
     run.data.update(status="failed", error=message[:500])
+    files = getattr(error, "files", None)  # e.g. every unreadable image, where the message names the first few
+    if files and run.is_zero:
+        (run.dir / UnreadableImages.LIST).write_text("\n".join(files) + "\n")
+        run.data["data/unreadable_images"] = list(files)
+        log.info("unreadable images:\n" + "\n".join(files), extra={"file_only": True})
     run.stop_clock()
     run.write()
     wandb_finish(parts.loggers if parts else [], run.data)

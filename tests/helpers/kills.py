@@ -14,7 +14,9 @@ from helpers.runs import REPO, script_env
 
 # 5 batches/epoch x 3 epochs = 15 optimizer steps; last.ckpt every 2 steps (2, 4, 6, ...) and at each epoch end,
 # so kills land with a mid-epoch last.ckpt. Augmentation on: the resumed epoch must replay its random crops too.
+# A step row every step: the row of the batch a checkpoint is taken in must survive a kill right after it.
 ARGS = ["data.image_size=8", "data.batch_size=32", "data.augment=true", "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=1",
         "trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
         "trainer.deterministic=true", "trainer.enable_progress_bar=false", "checkpoint.every_n_steps=2",
         "measure.warmup_steps=1", "summary=false", "logger=csv", "sched.warmup_steps=2", "measure.parts=false"]

@@ -94,8 +94,13 @@ def test_kills_at_named_points_then_rerun_is_identical_to_uninterrupted(tmp_path
     # superseded.csv, not lost); only the timing columns (perf/*: measurements, not results) may differ.
     assert csv_history(run_dir) == csv_history(ref_dir)
     assert (run_dir / "csv" / "superseded.csv").is_file()
-    # six invocations (five killed or stopped), their wall time added up
+    # six invocations (five killed or stopped), their wall time added up, every stop recorded: the SIGTERM by the
+    # run itself, each SIGKILL by the invocation that resumed after it (the killed one could say nothing)
     assert b["invocations"] == 6 and b["wall_time_s"] > b["wall_time_s/last"] > 0
+    stops = b["interruptions"]
+    assert [i["invocation"] for i in stops] == [1, 2, 3, 4, 5] and stops[0]["by"] == "SIGTERM"
+    assert all(i["by"].startswith("unclean stop") for i in stops[1:])
+    assert [i["at_step"] for i in stops] == [4, 5, 6, 8, 8]  # where each resumed invocation found last.ckpt
     assert a["invocations"] == 1 and a["wall_time_s"] == a["wall_time_s/last"]
     # val/acc_best survives the restarts: the max over all epochs, including those validated before a kill
     with open(ref_dir / "csv" / "metrics.csv") as f:
