@@ -6,6 +6,7 @@ come from, and its layout verdict (`models.utils.plotting.finish`)."""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def plot_tradeoff(rows: Sequence[Configuration], cost: str, path: str | Path, ti
     labels = [ax.annotate(r.label or str(r.config.get("model")), (x, y), textcoords="offset points", xytext=(6, 4),
                           fontsize=8) for (r, *_), x, y in zip(pts, xs, ys)]
     ax.set_xscale("log")
-    log_axis(ax.xaxis)
+    log_axis(ax.xaxis, xs)
     ax.margins(x=0.08, y=0.08)
     ax.set_xlabel("MACs per image (FLOPs = 2 x MACs)" if cost == "macs" else "parameters")
     ax.set_ylabel("test top-1 (mean over seeds)")
@@ -66,18 +67,22 @@ def plot_parts(bars: Sequence[tuple], path: str | Path, title: str, note: str = 
     panels = [(1, "parameters (millions)", 1e6), (2, "MACs (billions; FLOPs = 2 x MACs)", 1e9)]
     if bars and all(len(bar) > 3 for bar in bars):
         panels.append((3, "share of measured fwd+bwd time", 1.0))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.5 * len(bars) + 2.5), squeeze=False)
+    from matplotlib.ticker import EngFormatter
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) + 2.5, 0.5 * len(bars) + 2.5), squeeze=False,
+                             sharey=True)
     axes = axes[0]
-    labels = [bar[0] for bar in bars]
+    labels = ["\n".join(textwrap.wrap(bar[0], 30)) or bar[0] for bar in bars]  # long names wrap (even within words)
     for ax, (index, xlabel, scale) in zip(axes, panels):
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # no offset text ("1e7") to collide with the label
         left = [0.0] * len(bars)
         for g in GROUPS:
             values = [bar[index].get(g, 0) / scale for bar in bars]
             ax.barh(labels, values, left=left, color=colors[g], label=g)
             left = [a + b for a, b in zip(left, values)]
         ax.set_xlabel(xlabel)
-        ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()  # shared by every panel: the first bar on top
     axes[-1].legend(loc="best", fontsize=8)
     fig.suptitle(wrap(title, int(14 * fig.get_figwidth())))
     return finish(fig, path, note)

@@ -6,6 +6,7 @@ PNG, where the tests read it)."""
 from __future__ import annotations
 
 import itertools
+import math
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,14 @@ def wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width, break_long_words=False)) or text
 
 
-def log_axis(axis: Any) -> None:
-    """A log axis people can read: engineering labels (200k, 1.5M, 3G) on a few major ticks, no minor labels."""
+def log_axis(axis: Any, values: list[float]) -> None:
+    """A log axis people can read: engineering labels (200k, 1.5M, 3G) on a few major ticks (1-2-5 within two
+    decades, decades only beyond), no minor labels."""
     from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    positive = [v for v in values if v and v > 0]
+    decades = math.log10(max(positive) / min(positive)) if positive else 0.0
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,), numticks=8))
     axis.set_major_formatter(EngFormatter(sep=""))
     axis.set_minor_formatter(NullFormatter())
 

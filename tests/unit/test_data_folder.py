@@ -91,8 +91,9 @@ def test_class_subsets(tree: Path) -> None:
 
 
 def test_structure_errors(tmp_path: Path, tree: Path) -> None:
-    with pytest.raises(ConfigError, match=r"data.root=.*nowhere/train not found"):
-        _dm(tmp_path / "nowhere").setup()
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(ConfigError, match=rf"^{nowhere}/train not found \(data.root={nowhere}\): set data.root="):
+        _dm(nowhere).setup()
     empty = tree / "train" / "n09999999"
     empty.mkdir()
     with pytest.raises(ConfigError, match=r"class folder .*train/n09999999 has no images"):
@@ -126,6 +127,31 @@ def test_truncated_jpeg_found_by_scan(tree: Path) -> None:
     bad = _truncate(tree)
     with pytest.raises(ConfigError, match=rf"1 unreadable image\(s\): {bad} .*delete or replace"):
         _dm(tree).prepare_data()
+
+
+def test_every_unreadable_image_is_listed_and_the_run_keeps_the_list(tree: Path, tmp_path: Path) -> None:
+    """Five empty JPEGs: the one line names three and counts the other two; the run that fails on them writes all
+    five to <run dir>/unreadable_images.txt and results.json (data/unreadable_images)."""
+    from helpers.runs import compose_train
+    from models.train.records import read_results
+    from models.train.run import train
+
+    empty = sorted((tree / "train").rglob("*.jpg"))[:5]
+    for path in empty:
+        path.write_bytes(b"")
+    with pytest.raises(ConfigError) as raised:
+        _dm(tree).prepare_data()
+    message = str(raised.value)
+    assert message.startswith("5 unreadable image(s): ") and message.count(str(tree)) == 3
+    assert " and 2 more (all 5 listed in the run directory's unreadable_images.txt): delete or replace them" in message
+    run_dir = tmp_path / "run"
+    overrides = ["data=imagefolder", f"data.root={tree}", "data.image_size=32", "logger=none", f"run_dir={run_dir}"]
+    with pytest.raises(ConfigError):
+        train(compose_train(overrides), overrides=overrides)
+    listed = (run_dir / "unreadable_images.txt").read_text().splitlines()
+    assert sorted(line.split(" (")[0] for line in listed) == sorted(map(str, empty))
+    record = read_results(run_dir)
+    assert record["status"] == "failed" and len(record["data/unreadable_images"]) == 5
 
 
 # with a worker, torch's DataLoader needs ~5 s to shut the worker down after it raised: marked slow

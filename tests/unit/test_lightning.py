@@ -167,3 +167,26 @@ def test_compile_modes() -> None:
     assert not uses_cuda_graphs("default", True)
     with pytest.raises(ConfigError, match="compile='fast' is not valid: choose one of false, true, auto, default"):
         compile_mode("fast", True)
+
+
+def test_progress_bar_shows_the_epoch_that_ended_on_one_80_column_line(tmp_path) -> None:
+    """Lightning calls callbacks' epoch-end hooks before the module's (which logs train/loss_epoch): the final bar
+    must still show the LAST epoch's loss, not the one before, and fit on an 80-column terminal."""
+    import io
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from data.digits import DigitsDataModule
+    from models.train.console import ProgressBar
+
+    out = io.StringIO()
+    torch.manual_seed(0)
+    module = Classifier(models.build("resnet20", num_classes=10), 10, optim={"lr": 0.05})
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, limit_train_batches=3, limit_val_batches=1,
+                         callbacks=[ProgressBar(width=80, file=out)], logger=CSVLogger(tmp_path),
+                         enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=DigitsDataModule(image_size=8, batch_size=32))
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    last_loss = float(trainer.logged_metrics["train/loss_epoch"])
+    assert lines and all(len(line) <= 80 for line in lines), lines
+    assert lines[-1].startswith("Epoch 1/1") and f"loss: {last_loss:.3f}" in lines[-1], (lines, last_loss)

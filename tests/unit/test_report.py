@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from helpers.runs import REPO
 from models.analysis.figures import pareto_front
@@ -88,13 +89,24 @@ def test_table_rows_mean_std_and_flags(sweep: Path, tmp_path: Path) -> None:
     assert csv_rows["resnet44"]["missing"] == "2" and csv_rows["plain20"]["macs"] == "2000000"
 
 
-def test_figures_are_real_pngs(tmp_path: Path) -> None:
+def test_figures_apply_and_are_laid_out(tmp_path: Path) -> None:
+    """Plain and residual twins at two depths: every figure applies, and each PNG's own layout verdict (matplotlib's
+    text bounding boxes, written at save time) says nothing overlaps and nothing leaves the canvas. The error-vs-depth
+    figure shows the two families: plain-n and ResNet-n."""
     runs = write_runs(tmp_path / "sweep", [record(m, s, acc + s / 100) for s in (0, 1) for m, acc in (
         ("plain20", 0.9), ("resnet20", 0.92), ("plain32", 0.8), ("resnet32", 0.94))])
     _, paths = report(str(runs), out=tmp_path / "out")
     for name in ("acc_vs_macs.png", "acc_vs_params.png", "parts.png", "error_vs_depth.png"):
-        data = paths[name].read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, name
+        png = Image.open(paths[name])
+        assert png.format == "PNG" and png.text["Layout"] == "ok", (name, png.text)
+
+
+def test_error_vs_depth_needs_plain_and_residual_twins(tmp_path: Path) -> None:
+    """vgg11 (plain) against resnet18 (residual) differ in far more than the skips: no He et al. figure for them."""
+    runs = write_runs(tmp_path / "sweep", [record(m, s, 0.5 + s / 10) for s in (0, 1)
+                                           for m in ("vgg11", "resnet18", "vgg13", "resnet34")])
+    _, paths = report(str(runs), out=tmp_path / "out")
+    assert "error_vs_depth.png" not in paths and "acc_vs_macs.png" in paths
 
 
 def test_configuration_grouping_ignores_seed_and_noise_only(tmp_path: Path) -> None:
@@ -149,3 +161,16 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["no_such_ablation"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "residual_vs_plain_tiny" in err and "no_such_ablation" in err
+
+
+def test_noisy_timing_marks_the_time_columns(tmp_path: Path) -> None:
+    """A run whose per-part times contradicted themselves (time/reliable: false) gets its time share marked ‡ and
+    the caption says why; the others are shown plain."""
+    runs = write_runs(tmp_path / "sweep", [
+        record("plain20", 0, 0.8, **{"time/reliable": False, "time/problems": "stage1: forward 293 ms > ..."}),
+        record("resnet20", 0, 0.9, **{"time/reliable": True})])
+    table, _ = report(str(runs), out=tmp_path / "out")
+    plain = next(line for line in table.splitlines() if line.startswith("| plain20"))
+    resnet = next(line for line in table.splitlines() if line.startswith("| resnet20"))
+    assert "2.0% ‡" in plain and "‡" not in resnet
+    assert "‡ per-part times unreliable" in table and "plain20" in table.split("‡ per-part times unreliable")[1]

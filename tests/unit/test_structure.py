@@ -81,3 +81,14 @@ def test_tests_import_helpers_not_each_other() -> None:
 def test_data_package_ships_no_test_helpers() -> None:
     assert not (REPO / "data" / "fixtures.py").exists()
     assert _calls(r"class TinyMLP|def smoke_fit") == []
+
+
+def test_what_the_commands_write_into_the_checkout_is_ignored_by_git() -> None:
+    """Runs, sweeps, Hydra outputs and reports (scripts/complexity.py, scripts/explain.py default to reports/)
+    never show up in `git status`."""
+    import subprocess
+
+    paths = ["runs/x/results.json", "multirun/x/y", "outputs/x", "reports/complexity/complexity.md",
+             "reports/explain/vgg16_resnet34/explain.json"]
+    done = subprocess.run(["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True)
+    assert done.stdout.split() == paths
