@@ -4,8 +4,11 @@
     python scripts/report.py runs/ablation/stem --out docs/results/stem
     python scripts/report.py seed_question --wandb my-team/vgg-vs-resnet
 
-Writes table.md, table.csv, acc_vs_macs.png, acc_vs_params.png, parts.png (and error_vs_depth.png when residual and
-depth both vary) to --out (default <runs dir>/report) and prints the table. Bad input: one line, exit status 2.
+Writes table.md (with the paired effects), table.csv, table.tex (booktabs), effects.csv and the figures that apply
+(acc_vs_macs.png, acc_vs_params.png, parts.png, acc_vs_pflops.png, acc_vs_wall_time.png, effects.png;
+error_vs_depth.png for plain/residual twins, roadmap.png for a roadmap grid) to --out (default <runs dir>/report)
+and prints the table. Seeds of one configuration from different code are refused unless --mixed-code=allow.
+Bad input: one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", help="an ablation name (configs/ablation/) or a runs directory")
     parser.add_argument("--out", help="output directory (default: <runs dir>/report)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the wandb API instead")
+    parser.add_argument("--mixed-code", choices=["refuse", "allow"], default="refuse",
+                        help="seeds of one configuration from different code: refuse (default) or average them, "
+                             "marked in the table")
     args = parser.parse_args(argv)
     from models.analysis.report import report
 
     try:
-        table, paths = report(args.target, args.out, args.wandb)
+        table, paths = report(args.target, args.out, args.wandb, mixed_code=args.mixed_code == "allow")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return _cli.EXIT_BAD_INPUT

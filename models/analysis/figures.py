@@ -272,3 +272,46 @@ def plot_roadmap(steps: Sequence[tuple[str, float | None, float | None, int, flo
     ax.set_title(wrap(title, 90), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return finish(fig, path, note)
+
+
+def plot_effects(found: Sequence[Any], path: str | Path, note: str) -> Path | None:
+    """A forest plot: each paired effect on test top-1 (percentage points) with its 95% interval, zero marked."""
+    if not found:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(found) + 1.8))
+    ys = list(range(len(found)))
+    for y, e in zip(ys, found):
+        color = "#4c72b0" if e.low is not None else "#8c8c8c"
+        lo = 100 * (e.mean - (e.low if e.low is not None else e.mean))
+        hi = 100 * ((e.high if e.high is not None else e.mean) - e.mean)
+        ax.errorbar([100 * e.mean], [y], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([wrap(f"{e.axis.removeprefix('model/')}: {e.a} -> {e.b} ({e.pair})"
+                             + ("" if e.low is not None else ", n too small"), 48) for e in found], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("effect on test top-1 (percentage points), mean of seed pairs with 95% CI")
+    ax.grid(axis="x", alpha=0.3)
+    return finish(fig, path, note)
+
+
+def plot_compute_curves(curves: Sequence[tuple[str, list[float], list[float]]], path: str | Path, xlabel: str,
+                        note: str) -> Path | None:
+    """Validation top-1 against what training spent (PFLOPs or wall seconds): one curve per configuration, the
+    mean over its seeds; the efficiency the step axis hides (a step of VGG-16 is not a step of ResNet-20)."""
+    curves = [c for c in curves if c[1]]
+    if not curves:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for label, xs, ys in curves:
+        ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, label=wrap(label, 40))
+    if all(x > 0 for _, xs, _ in curves for x in xs):
+        ax.set_xscale("log")
+        log_axis(ax.xaxis, [x for _, xs, _ in curves for x in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation top-1 (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    return finish(fig, path, note)

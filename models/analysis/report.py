@@ -6,122 +6,27 @@ counted as "missing". Every number in the outputs comes from the records; nothin
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from models.analysis.effects import METRICS, Effect, effects
 from models.analysis.explain_grid import VARIANT as ROADMAP_VARIANT
-from models.analysis.figures import plot_error_vs_depth, plot_parts, plot_roadmap, plot_tradeoff
-from models.analysis.runs import (
-    ACC,
-    STATUSES,
-    Configuration,
-    column_name,
-    context,
-    fetch_wandb,
-    group_runs,
-    load_runs,
-    varied_columns,
+from models.analysis.figures import (
+    plot_compute_curves,
+    plot_effects,
+    plot_error_vs_depth,
+    plot_parts,
+    plot_roadmap,
+    plot_tradeoff,
 )
+from models.analysis.runs import ACC, Configuration, context, fetch_wandb, group_runs, load_runs
+from models.analysis.table import check_code, report_csv, report_latex, report_markdown
 from models.complexity import group_totals
 from models.errors import ConfigError
-from models.utils.tables import cell, markdown, num, unit, write_csv
+from models.utils.tables import markdown, write_csv
 
-# ------------------------------------------------------------------------------------------------- the table
-REPORT_CSV_KEYS = ("params", "macs", "flops", "params_share/head", "macs_share/head", "macs_share/stem",
-                   "time_share/head", "packed_jobs")
-
-
-def accuracy_cell(mean: float | None, std: float | None, n: int) -> str:
-    """'0.850 ± 0.071' (n >= 2), '0.850' (n = 1), '–' (no finished run)."""
-    if mean is None:
-        return "–"
-    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
-
-
-def status_cell(row: Configuration) -> str:
-    counts = row.counts()
-    text = ", ".join(f"{counts[s]} {s}" for s in (*STATUSES, "other") if counts[s])
-    return text if counts["finished"] == sum(counts.values()) else f"**{text}**"  # anything not finished stands out
-
-
-# The head's share of the parameters, of the MACs and of the measured time (when the runs recorded them).
-HEAD_SHARES = (("params_share/head", "head params"), ("macs_share/head", "head MACs"), ("time_share/head", "head time"))
-
-
-def report_table(rows: Sequence[Configuration]) -> tuple[list[str], list[list[str]], int]:
-    """Header, cells and the number of leading text columns: label (if needed), varied knobs, then params, MACs,
-    the head's shares (params / MACs / measured time), train img/s, test top-1, n, runs."""
-    knobs = varied_columns(rows)
-    # The label (from the grid's overrides) only when the knob columns alone do not tell the rows apart.
-    show_label = len({tuple(cell(r.config.get(k)) for k in knobs) for r in rows}) < len(rows)
-    p_div, p_unit = unit((r.value("params") for r in rows), "params")
-    m_div, m_unit = unit((r.value("macs") for r in rows), "MACs")
-    shares = [(key, name) for key, name in HEAD_SHARES if any(r.value(key) is not None for r in rows)]
-    memory = any(r.value("memory/peak_bytes") is not None for r in rows)
-    packed = any(r.value("packed_jobs") and r.value("packed_jobs") > 1 for r in rows)
-    header = (["configuration"] if show_label else []) + [column_name(k, knobs) for k in knobs]
-    header += [p_unit, m_unit, *(["train memory GiB"] if memory else []), *(name for _, name in shares),
-               "train img/s" + (" †" if packed else ""), "test top-1", "n", "runs"]
-    cells = []
-    for r in rows:
-        line = ([r.label] if show_label else []) + [cell(r.config.get(k)) for k in knobs]
-        line += [num(r.value("params"), "{:.2f}", p_div), num(r.value("macs"), "{:.2f}", m_div)]
-        line += [num(r.value("memory/peak_bytes"), "{:.2f}", 2**30)] if memory else []
-        line += [num(r.value(key), "{:.1%}") + (" ‡" if key.startswith("time") and unreliable_timing(r) else "")
-                 for key, _ in shares]
-        rate = num(r.stat("train/images_per_s")[0], "{:.0f}")
-        line += [rate + (" †" if (r.value("packed_jobs") or 1) > 1 else ""), accuracy_cell(*r.stat(ACC)),
-                 str(r.stat(ACC)[2]), status_cell(r)]
-        cells.append(line)
-    return header, cells, len(header) - 6 - len(shares) - memory
-
-
-def unreliable_timing(row: Configuration) -> bool:
-    """A run of this configuration recorded per-part times that contradict themselves (time/reliable: false)."""
-    return any(run.get("time/reliable") is False for run in row.runs)
-
-
-def caption(rows: Sequence[Configuration], source: str) -> str:
-    n_files = sum(len(r.runs) for r in rows)
-    packed = sorted({int(run["packed_jobs"]) for r in rows for run in r.finished()
-                     if (run.get("packed_jobs") or 1) > 1})
-    note = (f" † img/s measured while {' / '.join(map(str, packed))} runs shared the device (hydra.launcher."
-            "jobs_per_gpu): not comparable with a run that had it alone." if packed else "")
-    noisy = [r.label or str(r.config.get("model")) for r in rows if unreliable_timing(r)]
-    if noisy:
-        note += (" ‡ per-part times unreliable (their spread was too wide, or forward exceeded forward+backward, or "
-                 f"the parts did not add up to the whole: results.json time/problems): {', '.join(noisy)}.")
-    if any(r.value("memory/peak_bytes") is not None for r in rows):
-        note += (" train memory = predicted peak of a training step at the run's batch and precision (fp32 weights, "
-                 "gradients, optimizer state, the activations autograd saves, counted exactly; models/memory.py).")
-    return (f"Source: {n_files} results.json under {source}; {context(rows)}. test top-1 = mean ± sample std (n−1) "
-            "over the n finished seeds (test split, best-val checkpoint); params and MACs per image, forward pass, "
-            "from each run's own accounting (FLOPs = 2 × MACs); head time = the head's share of the forward+backward "
-            "time measured once per run before training; train img/s measured during training, warm-up excluded."
-            f"{note} Rows with no run yet show params and MACs of the planned configuration from the accounting "
-            "code. Generated by scripts/report.py; do not edit.")
-
-
-def report_markdown(rows: Sequence[Configuration], source: str, title: str = "") -> str:
-    header, cells, text = report_table(rows)
-    table = markdown(header, cells, right=range(text, len(header) - 1))  # numbers right-aligned, `runs` left
-    return "\n".join(([f"### {title}", ""] if title else []) + [table, "", caption(rows, source), ""])
-
-
-def report_csv(rows: Sequence[Configuration], path: str | Path) -> Path:
-    """Raw numbers (no rounding), one line per configuration, for plotting elsewhere."""
-    knobs = varied_columns(rows)
-    fields = ["label", *knobs, *REPORT_CSV_KEYS, "train/images_per_s_mean", "test/acc_mean", "test/acc_std", "n",
-              *STATUSES]
-    lines = []
-    for r in rows:
-        mean, std, n = r.stat(ACC)
-        lines.append({"label": r.label, **{k: cell(r.config.get(k)) for k in knobs},
-                      **{k: r.value(k) for k in REPORT_CSV_KEYS}, "train/images_per_s_mean":
-                      r.stat("train/images_per_s")[0], "test/acc_mean": mean, "test/acc_std": std, "n": n,
-                      **{s: r.counts()[s] for s in STATUSES}})
-    return write_csv(path, lines, fields)
-
+METRIC_NAMES = [name for name, _ in METRICS]
 
 # ------------------------------------------------------------------------------------------------- the outputs
 def part_bars(rows: Sequence[Configuration]) -> list[tuple]:
@@ -166,9 +71,13 @@ def write_report(rows: Sequence[Configuration], out_dir: str | Path, source: str
         raise ConfigError(f"nothing to report for {source}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = {"table.md": out / "table.md", "table.csv": out / "table.csv"}
-    written["table.md"].write_text(report_markdown(rows, source, title))
+    written = {name: out / name for name in ("table.md", "table.csv", "table.tex")}
+    found = effects(rows)
+    written["table.md"].write_text(report_markdown(rows, source, title) + effects_markdown(found))
     report_csv(rows, written["table.csv"])
+    written["table.tex"].write_text(report_latex(rows, source, title))
+    if found:
+        written["effects.csv"] = write_csv(out / "effects.csv", [vars(e) for e in found])
     bars = part_bars(rows)
     roadmap = roadmap_steps(rows)
     sizes = sorted({int(run.get("data/image_size") or 0) for r in rows for run in [*r.runs, r.planned]} - {0})
@@ -177,6 +86,12 @@ def write_report(rows: Sequence[Configuration], out_dir: str | Path, source: str
                "parts.png": lambda p: bars and plot_parts(bars, p, "Where parameters and multiply-adds live (input "
                                                           f"{'/'.join(map(str, sizes))} px)", context(rows)),
                "error_vs_depth.png": lambda p: plot_error_vs_depth(rows, p),
+               "effects.png": lambda p: plot_effects([e for e in found if e.metric == "test top-1"], p,
+                                                     context(rows)),
+               "acc_vs_pflops.png": lambda p: plot_compute_curves(curves(rows, 2), p, "training compute (PFLOPs: 3 x "
+                                                                  "forward FLOPs x images seen)", context(rows)),
+               "acc_vs_wall_time.png": lambda p: plot_compute_curves(curves(rows, 3), p, "wall time (s, every "
+                                                                     "invocation)", context(rows)),
                "roadmap.png": lambda p: roadmap and plot_roadmap(
                    roadmap[1], p, f"{roadmap[0]}: from A to B, one design choice at a time: test top-1, MACs, params",
                    context(rows))}
@@ -200,8 +115,43 @@ def resolve_target(target: str) -> tuple[Path, str | None]:
     return sweep_dir(name), name
 
 
+def curves(rows: Sequence[Configuration], index: int) -> list[tuple[str, list[float], list[float]]]:
+    """(label, x, validation top-1) per configuration, means over its finished seeds at each validation point
+    (`curve` in results.json: [step, epoch, train/pflops, train/wall_s, val/acc]); x = pflops (2) or wall s (3)."""
+    out = []
+    for r in rows:
+        runs = [run["curve"] for run in r.finished() if run.get("curve")]
+        if not runs:
+            continue
+        points = min(len(c) for c in runs)
+        xs = [statistics.fmean(c[i][index] for c in runs) for i in range(points)]
+        ys = [statistics.fmean(c[i][4] for c in runs if c[i][4] is not None) for i in range(points)]
+        out.append((r.label or str(r.config.get("model")), xs, ys))
+    return out
+
+
+def effects_markdown(found: Sequence[Effect]) -> str:
+    """The paired effects as a Markdown section (empty when the grid has no pair)."""
+    if not found:
+        return ""
+    header = ["axis", "switch", "pair", *METRIC_NAMES, "n"]
+    by = {}
+    for e in found:
+        by.setdefault((e.axis, repr(e.a), repr(e.b), e.pair), {})[e.metric] = e
+    rows = []
+    for (axis, _, _, pair), metrics in by.items():
+        first = next(iter(metrics.values()))
+        rows.append([axis.removeprefix("model/"), f"{first.a} -> {first.b}", pair,
+                     *(metrics[m].interval("{:+.4g}") if m in metrics else "–" for m in METRIC_NAMES),
+                     str(max(e.n for e in metrics.values()))])
+    return ("\n### Paired effects\n\n" + markdown(header, rows, right=range(3, len(header))) + "\n\nEffect of "
+            "switching one knob with everything else equal: mean of the per-seed differences (B - A) with a 95% "
+            "confidence interval (Student t over the n seed pairs; 'n too small' under 2). Costs do not depend on the "
+            "seed: their difference is exact.\n")
+
+
 def report(target: str, out: str | Path | None = None, wandb_path: str | None = None, ablation: str | None = None,
-           overrides: Sequence[str] = ()) -> tuple[str, dict[str, Path]]:
+           overrides: Sequence[str] = (), mixed_code: bool = False) -> tuple[str, dict[str, Path]]:
     """Load the runs of `target` (an ablation name or a directory), match them against the ablation's grid (with the
     sweep's command-line `overrides`) to count missing runs, write the outputs. Returns the Markdown and the paths."""
     from models.analysis.ablation import grid, list_ablations, planned
@@ -220,6 +170,7 @@ def report(target: str, out: str | Path | None = None, wandb_path: str | None = 
     with_overrides = any(r.get("overrides") for r in records)  # wandb records carry no overrides: no grid matching
     jobs = grid(name, overrides) if name in list_ablations() and with_overrides else None
     rows = group_runs(records, jobs, plan=lambda job: planned(name, job))
+    check_code(rows, allow=mixed_code)
     out_dir = Path(out) if out else (root / "report" if not wandb_path else Path("reports") / (name or "wandb"))
     paths = write_report(rows, out_dir, source, title=name or "")
     return paths["table.md"].read_text(), paths

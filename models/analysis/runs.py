@@ -232,6 +232,20 @@ def _values(rows: Sequence[Configuration], key: str) -> list[str]:
     return list(dict.fromkeys(cell(run.get(key)) for run in runs if run.get(key) is not None))
 
 
+def data_sources(rows: Sequence[Configuration]) -> list[str]:
+    """Where each finished run read its data from, and whether the files were checked against the originals
+    (`data.verify`: a re-encoded copy, like the JPEG-derived CIFAR-10 in ../shared, passes only unchecked)."""
+    out = []
+    for run in (run for r in rows for run in r.finished()):
+        where = run.get("data/root") or run.get("data/source")
+        if not where:
+            continue
+        checked = {True: "md5 checked", False: "NOT checked against the original files (data.verify=false)"}.get(
+            run.get("data/verify"), "")
+        out.append(f"{where}" + (f" ({checked})" if checked else ""))
+    return list(dict.fromkeys(out))
+
+
 def context(rows: Sequence[Configuration]) -> str:
     """Hardware, epochs, data and precision as recorded by the (finished) runs themselves."""
     pairs = dict.fromkeys((run.get("data"), run.get("data/image_size")) for r in rows for run in r.finished())
@@ -243,6 +257,9 @@ def context(rows: Sequence[Configuration]) -> str:
     tests = _values(rows, "data/test_source")
     if tests:
         parts.append(f"test split: {' / '.join(tests)}")
+    sources = data_sources(rows)
+    if sources:
+        parts.append(f"data source: {' / '.join(sources)}")
     if "yes" in _values(rows, "data/val_is_test"):
         parts.append("CAVEAT: some runs report test on the val split that picked their checkpoint (data.val_size=0)")
     return "; ".join(parts)

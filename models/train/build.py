@@ -31,6 +31,7 @@ from models.train.graphs import CompileWatch, compile_mode, uses_cuda_graphs
 from models.train.history import ResumeState
 from models.train.loggers import build_loggers
 from models.train.module import Classifier
+from models.train.recorder import Recorder
 
 CKPT_DIR = "checkpoints"
 
@@ -97,7 +98,7 @@ def load_data(cfg: DictConfig, pad_eval: bool = False) -> pl.LightningDataModule
     return dm
 
 
-def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: dict[str, Any]
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: Recorder
                     ) -> tuple[list[pl.Callback], ModelCheckpoint, SaveOnSigterm]:
     """The run's own callbacks, in the order Lightning must call them (ModelCheckpoint subclasses run last)."""
     ckpt_cfg = cfg.get("checkpoint") or {}
@@ -148,7 +149,7 @@ def time_parts(cfg: DictConfig, net: Net, dm: pl.LightningDataModule, settings: 
     return timing
 
 
-def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callbacks: Sequence[pl.Callback] = ()
+def build(cfg: DictConfig, run_dir: Path, record: Recorder, extra_callbacks: Sequence[pl.Callback] = ()
           ) -> Built:
     """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys.
     One network is built: its complexity is counted on a weightless copy (meta device), its parts timed in place."""
@@ -183,7 +184,7 @@ def build(cfg: DictConfig, run_dir: Path, record: dict[str, Any], extra_callback
         measure_cfg.pop(key, None)
     meter = RunMeter(complexity.flops, **measure_cfg)
     callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record)
-    loggers = build_loggers(cfg, run_dir, f"{name}-{record['data']}-s{cfg.seed}", record, resumed)
+    loggers = build_loggers(cfg, run_dir, f"{name}-{record.data['data']}-s{cfg.seed}", record.data, resumed)
     trainer = build_trainer(settings, run_dir, loggers, [*callbacks, *extra_callbacks])
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,
                  channels_last, mode, settings.on_cuda, CompileWatch(mode, settings.on_cuda), timing, resumed)

@@ -75,6 +75,18 @@ def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
                           f"the settings of {saved_path}, or give this one its own hydra.run.dir")
 
 
+def config_hash(cfg: DictConfig) -> str:
+    """sha256 (16 hex digits) of the resolved configuration without the noise keys (IDENTITY_NOISE): two runs with
+    the same hash trained the same thing, wherever and however they ran."""
+    import hashlib
+    import json
+
+    flat = _flat(OmegaConf.to_container(cfg, resolve=True))
+    kept = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in IDENTITY_NOISE)
+            and k not in ("seed",)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def hydra_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 

@@ -175,16 +175,16 @@ class Announce(Callback):
     """Says, once the Trainer knows it, whether the run starts or resumes (from which checkpoint, epoch and step)
     and how many optimizer steps its schedule covers."""
 
-    def __init__(self, record: dict[str, Any]) -> None:
-        self.record = record
+    def __init__(self, record: Any) -> None:
+        self.record = record  # the run's Recorder
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
         resume = ({"path": trainer.ckpt_path, "epoch": trainer.current_epoch, "step": trainer.global_step}
                   if trainer.ckpt_path else None)
-        self.record["resumed_at_step"] = trainer.global_step if resume else None
-        log.info(start_line(self.record, resume, getattr(pl_module, "total_steps", None)))
+        self.record.update({"resumed_at_step": trainer.global_step if resume else None})
+        log.info(start_line(self.record.data, resume, getattr(pl_module, "total_steps", None)))
 
 
 class ProgressBar(RichProgressBar):

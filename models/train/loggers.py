@@ -159,8 +159,14 @@ def wandb_start(loggers: list[Any], config: dict[str, Any], complexity: Complexi
     for run in _wandb_runs(loggers):
         import wandb
 
-        run.define_metric("val/acc", summary="max")
-        run.define_metric("val/acc_best", summary="max")
+        # accuracy against compute: every validation point also logs train/pflops and train/wall_s (the recorder);
+        # they are declared as x-axes, and val/* and test/* are plotted against training PFLOPs by default
+        run.define_metric("train/pflops", summary="max")
+        run.define_metric("train/wall_s", summary="max")
+        run.define_metric("val/acc", summary="max", step_metric="train/pflops")
+        run.define_metric("val/acc_best", summary="max", step_metric="train/pflops")
+        for pattern in ("val/*", "test/*", "test_last/*"):
+            run.define_metric(pattern, step_metric="train/pflops")
         run.config.update(config, allow_val_change=True)
         run.summary.update({k: v for k, v in config.items() if k in ("params", "macs", "flops", "trainable_params")})
         columns = ["name", "kind", "part", "params", "macs", "activations", "output_shape"]

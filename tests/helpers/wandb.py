@@ -23,3 +23,11 @@ def history(wandb_file: Path) -> list[dict]:
     out = subprocess.run([str(WANDB), "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     return [json.loads(line)["history"]["item"] for line in out.splitlines() if '"history"' in line]
+
+
+def metric_definitions(wandb_file: Path) -> dict[str, dict]:
+    """The run's define_metric declarations (name or glob -> its options, step metric and summary)."""
+    out = subprocess.run([str(WANDB), "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    metrics = [json.loads(line)["metric"] for line in out.splitlines() if '"type":"metric"' in line]
+    return {m.get("name") or m.get("glob_name"): m for m in metrics}

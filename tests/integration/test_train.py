@@ -10,11 +10,14 @@ import pytest
 import torch
 
 import models
-from helpers.runs import FAST_TRAIN, compose_train
+from helpers.runs import FAST_TRAIN, REPO, compose_train
 from models.complexity import profile
 from models.errors import ConfigError
+from models.train import schema
+from models.train.config import config_hash
 from models.train.records import read_results
 from models.train.run import train
+from models.utils.provenance import code_version
 
 KEYS = [
     "status", "run_dir", "experiment", "tags", "seed", "model", "model/stem", "model/block", "model/residual",
@@ -64,6 +67,37 @@ def test_results_json(finished_wandb_run: dict) -> None:
     assert Path(r["best_checkpoint"]).is_file()
     text = (run_dir / "results.json").read_text() + (run_dir / "config.yaml").read_text()
     assert "api_key" not in text.lower()
+    # which code produced it, and which configuration (seed and where/how it ran left out)
+    assert r["code/commit"] == code_version()["code/commit"] and len(r["code/commit"]) == 40
+    assert isinstance(r["code/dirty"], bool) and (r["code/diff_hash"] is not None) == r["code/dirty"]
+    assert r["config_hash"] == config_hash(finished_wandb_run["cfg"]) and len(r["config_hash"]) == 16
+    # training memory, the fourth cost, predicted at the run's batch and precision
+    assert r["memory/saved_b1_bytes"] == sum(r[f"memory/saved_b1/{p}"] for p in parts) > 0
+    assert r["memory/batch"] == 32 and r["memory/peak_bytes"] > r["memory/states_bytes"] == 4 * 3 * r["params"]
+    # every key is one the schema describes (README "What every run records")
+    assert schema.unknown(r) == []
+
+
+def test_the_readme_record_table_is_the_schema() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert schema.markdown() in readme, "README's record table is stale: paste models.train.schema.markdown()"
+
+
+def test_same_configuration_same_hash_whatever_the_seed_and_paths() -> None:
+    a = compose_train(["seed=1", "data.num_workers=0", "logger=csv", "run_dir=/x"])
+    b = compose_train(["seed=2", "logger=none", "run_dir=/y"])
+    assert config_hash(a) == config_hash(b) != config_hash(compose_train(["optim.lr=0.05"]))
+
+
+def test_a_resume_on_other_code_says_so_and_keeps_the_first() -> None:
+    from models.train.run import code_record
+
+    now = code_version()
+    assert "code/first" not in code_record({})  # a fresh run
+    assert "code/first" not in code_record({k: now[k] for k in ("code/commit", "code/dirty", "code/diff_hash")})
+    older = {"code/commit": "0" * 40, "code/dirty": False, "code/diff_hash": None}
+    assert code_record(older)["code/first"] == older
+    assert code_record({**older, "code/first": {"code/commit": "1" * 40}})["code/first"] == {"code/commit": "1" * 40}
 
 
 def test_divergence_is_recorded_with_its_step(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import models
-from helpers.wandb import inspect_run
+from helpers.wandb import history, inspect_run, metric_definitions
 from models.complexity import profile
 from models.train.loggers import wandb_mode
 
@@ -51,3 +51,23 @@ def test_offline_unless_online_was_chosen(monkeypatch: pytest.MonkeyPatch) -> No
     assert wandb_mode(None) == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode(None) == "disabled"
+
+
+def test_accuracy_against_compute_on_the_dashboard(finished_wandb_run: dict) -> None:
+    """train/pflops and train/wall_s logged at every validation point, declared as metrics, and val/* and test/*
+    plotted against training PFLOPs by default; results.json has the totals and the curve the report draws."""
+    run_dir: Path = finished_wandb_run["run_dir"]
+    record = finished_wandb_run["record"]
+    (wandb_file,) = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    defined = metric_definitions(wandb_file)
+    assert "train/pflops" in defined and "train/wall_s" in defined
+    for name in ("val/acc", "val/*", "test/*"):
+        assert defined[name]["step_metric"] == "train/pflops" and defined[name]["options"]["step_sync"]
+    rows = [r for r in history(wandb_file) if "train/wall_s" in r]
+    assert len(rows) == record["epochs"] and all(r["train/pflops"] > 0 for r in rows)  # one per validation
+    val = [r for r in history(wandb_file) if "val/acc" in r]
+    assert [r["train/pflops"] for r in val] == [r["train/pflops"] for r in rows]  # val rows carry their x value
+    steps_images = record["steps"] * record["data/batch_size"]
+    assert record["train/pflops"] == pytest.approx(3 * record["flops"] * steps_images / 1e15)
+    assert len(record["curve"]) == record["epochs"] and record["curve"][-1][2] == pytest.approx(record["train/pflops"])
+    assert 0 < record["curve"][0][3] <= record["train/wall_s"] <= record["wall_time_s"]

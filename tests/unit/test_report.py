@@ -14,8 +14,9 @@ from PIL import Image
 
 from helpers.runs import REPO
 from models.analysis.figures import pareto_front
-from models.analysis.report import accuracy_cell, report, write_report
+from models.analysis.report import report, write_report
 from models.analysis.runs import from_wandb, group_runs, load_runs, varied_columns
+from models.analysis.table import accuracy_cell
 from models.errors import ConfigError
 from models.presets import get_spec
 
@@ -64,20 +65,24 @@ def sweep(tmp_path: Path) -> Path:
 
 def test_table_rows_mean_std_and_flags(sweep: Path, tmp_path: Path) -> None:
     table, paths = report(str(sweep), out=tmp_path / "out")
+    table, _ = table.split("### Paired effects")
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     header, body = lines[0], lines[1:]
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "model", "residual", "depth", "params (K)", "MMACs", "head params", "head MACs", "head time", "train img/s",
-        "test top-1", "n", "runs"]
+        "test top-1", "published", "Δ", "n", "code", "runs"]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in body}
     assert list(rows) == ["plain20", "resnet20", "plain32", "resnet32", "plain44", "resnet44"]  # grid order
-    assert rows["plain20"][9:12] == ["0.850 ± 0.071", "2", "2 finished"]  # sample std of 0.80, 0.90
+    assert rows["plain20"][9:15] == ["0.850 ± 0.071", "–", "–", "2", "unknown", "2 finished"]  # std of 0.80, 0.90
     # K params, MMACs, the head's shares of params, MACs and measured time, mean img/s
     assert rows["plain20"][3:9] == ["20.00", "2.00", "0.1%", "0.1%", "2.0%", "100"]
-    assert rows["resnet20"][9:12] == ["0.950", "1", "**1 finished, 1 diverged**"]  # n=1: no std; diverged apart
-    assert rows["plain32"][9:12] == ["–", "0", "**1 failed, 1 running**"]
+    assert rows["resnet20"][9:15:3] == ["0.950", "1"] and rows["resnet20"][-1] == "**1 finished, 1 diverged**"
+    assert rows["resnet20"][10:12] == ["–", "–"]  # He et al.'s number: not for 3 epochs on the digits
+    assert "Published He et al. 2016, Table 6 not shown for resnet20: " in table
+    assert "data digits (published: cifar10)" in table and "recipe default (published: cifar10_resnet20" in table
+    assert rows["plain32"][9] == "–" and rows["plain32"][12] == "0" and rows["plain32"][-1] == "**1 failed, 1 running**"
     for name in ("resnet32", "plain44", "resnet44"):  # grid jobs without results.json: flagged, never dropped
-        assert rows[name][-1] == "**2 missing**" and rows[name][-2] == "0"
+        assert rows[name][-1] == "**2 missing**" and rows[name][12] == "0"
     assert "hardware: Test CPU (cpu)" in table and "epochs: 3" in table and "data: digits at 8x8" in table
     assert "FLOPs = 2 × MACs" in table
 
