@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo lint test test-fast complexity clean
+.PHONY: install demo lint test test-fast gpu-check complexity clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test: lint
 # The edit-test loop: lint and the tests not marked slow, slurm or gpu (a few minutes).
 test-fast: lint
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q $(XDIST) -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
+
+# A new GPU box, checked in a few minutes (CUDA graphs, resume, padding, packing, host time, speed): PASS/FAIL lines.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py --out gpu_check.json
 
 complexity: $(STAMP)
 	$(PY) scripts/complexity.py out=docs

@@ -6,6 +6,7 @@ of the train loader, where batches come from (device-resident tensors or a DataL
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.checks import check_flag, check_int, cpu_count, resolve_workers
 from data.device import DeviceLoader, FileSource, LoaderSettings, TensorSource
+from models.utils.system import PACKED_ENV
 
 SPLITS = ("train", "val", "test")
 
@@ -58,7 +60,8 @@ class BaseImageDataModule(pl.LightningDataModule):
 
     def device_resident(self) -> bool:
         """Batches from whole uint8 splits on the training device (a DeviceLoader). "auto": yes wherever there are
-        such splits and, on CUDA, they take at most 25% of the free memory (on a CPU run host memory is the device)."""
+        such splits and, on CUDA, they take at most 25% of the free memory, divided among the runs packed on the GPU
+        (on a CPU run host memory is the device)."""
         splits = self._split_tensors()
         if not splits:
             return False
@@ -68,7 +71,8 @@ class BaseImageDataModule(pl.LightningDataModule):
         if device.type != "cuda":
             return True
         nbytes = sum(x.numel() + 8 * len(y) for x, y in splits.values())
-        return nbytes <= 0.25 * torch.cuda.mem_get_info(device)[0]
+        packed = int(os.environ.get(PACKED_ENV) or 1)  # runs sharing this GPU: each gets its share of the 25%
+        return nbytes <= 0.25 * torch.cuda.mem_get_info(device)[0] / max(1, packed)
 
     def _from_tensors(self) -> bool:
         """Batches are gathered from tensors (no per-image DataLoader, no workers)."""

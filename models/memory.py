@@ -3,7 +3,7 @@
 * Activations saved for backward, MEASURED: a forward in train mode under `torch.autograd.graph.saved_tensors_hooks`
   counts every tensor autograd keeps for the backward pass, each storage once (a view, or ReLU writing in place, is
   not counted twice), parameters excluded (they are counted below), attributed to the layer whose forward saved it.
-  Done at batch 1 and batch 2: saved(B) = fixed + per_image x B, exact for these networks (every saved tensor is
+  Done at batch 2 and batch 3: saved(B) = fixed + per_image x B, exact for these networks (every saved tensor is
   either per image, like a conv's input, or per channel, like BatchNorm's batch statistics). It runs on the meta
   device: shapes only, nothing allocated, milliseconds for VGG-16.
 * Parameters, their gradients and the optimizer's state (SGD with momentum: one buffer per parameter, AdamW: two),
@@ -187,17 +187,18 @@ def profile_memory(model: nn.Module, input_size: int | tuple[int, int], in_chann
     names.update({m: n for n, m in work.named_modules() if n and list(m.children())})  # blocks: their own ops
     try:
         work.train()
-        one, two = (_saved_at(work, b, (in_channels, h, w), names) for b in (1, 2))
+        # batches 2 and 3 (BatchNorm in train mode refuses one value per channel, e.g. a 1x1 map at batch 1)
+        two, three = (_saved_at(work, b, (in_channels, h, w), names) for b in (2, 3))
     finally:
         work.train(training)
     by_name = {n: m for m, n in names.items()}
     leaves = {n for n, m in work.named_modules() if n and not list(m.children())}
     layers = []
-    for name in dict.fromkeys([*one.bytes, *two.bytes]):
-        (f1, o1), (f2, o2) = one.bytes.get(name, [0, 0]), two.bytes.get(name, [0, 0])
+    for name in dict.fromkeys([*two.bytes, *three.bytes]):
+        (f2, o2), (f3, o3) = two.bytes.get(name, [0, 0]), three.bytes.get(name, [0, 0])
         part = part_of.get(by_name.get(name), "model")
-        layers.append(LayerMemory(name or "model", part, f2 - f1, 2 * f1 - f2, o2 - o1, 2 * o1 - o2,
-                                  4 * one.io.get(name, 0) if name in leaves else 0))
+        layers.append(LayerMemory(name or "model", part, f3 - f2, 3 * f2 - 2 * f3, o3 - o2, 3 * o2 - 2 * o3,
+                                  4 * two.io.get(name, 0) // 2 if name in leaves else 0))
     weights = sum(m.weight.numel() for m in work.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     return Memory(sum(p.numel() for p in work.parameters()), weights, layers)
 

@@ -64,6 +64,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "--imagenet and --epoch-compare (the numbers in docs/benchmark.md)")
     ap.add_argument("--packed", type=int, nargs="*", default=[],
                     help="also K copies of the first case's run at once on one device vs one alone (e.g. 4 8)")
+    ap.add_argument("--packed-seconds", type=float, default=60,
+                    help="how long each packed (and the single) run trains: long past compile and warm-up, so "
+                         "that the runs' measured windows overlap")
     ap.add_argument("--epoch-compare", action="store_true",
                     help="also one resnet20 epoch on the real CIFAR-10 copy: device path vs per-image DataLoader")
     ap.add_argument("--override", nargs="*", default=[],
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in extra:
         rows.append(B.run_case(c, workdir, cifar_root, logger=args.logger, log=log, extra=args.override))
         emit(args, rows, epochs, info_start, final=False)
-    packed = [B.packed_rates(cases[0], k, workdir, cifar_root, log=log) for k in args.packed]
+    packed = [B.packed_rates(cases[0], k, workdir, cifar_root, log=log, seconds=args.packed_seconds)
+              for k in args.packed]
     emit(args, rows, epochs, info_start, final=True, packed=packed)
     return 0
 

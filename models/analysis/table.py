@@ -27,6 +27,9 @@ def accuracy_cell(mean: float | None, std: float | None, n: int) -> str:
 def status_cell(row: Configuration) -> str:
     counts = row.counts()
     text = ", ".join(f"{counts[s]} {s}" for s in (*STATUSES, "other") if counts[s])
+    fell_back = sum(bool(run.get("compile/fallback")) for run in row.runs)
+    if fell_back:  # torch.compile failed: trained eager (their img/s are not the compiled path's)
+        text += f" ({fell_back} compile fell back to eager)"
     return text if counts["finished"] == sum(counts.values()) else f"**{text}**"  # anything not finished stands out
 
 

@@ -318,11 +318,13 @@ def epoch_compare(cifar_root: Path, workdir: Path, model: str = "resnet20", batc
 
 # ---------------------------------------------------------------------------------------------- packed runs
 def packed_rates(case: Case, jobs: int, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
-                 logger: str = "none", log: Any = print) -> dict[str, Any]:
+                 logger: str = "none", log: Any = print, seconds: float = 60) -> dict[str, Any]:
     """The case's project run alone, then `jobs` copies at once on the same device (as hydra/launcher=local_gpus
     with jobs_per_gpu runs them: CPU threads split, one compile cache): aggregate images/s against one run's.
-    Each run's rate is its own RunMeter measurement; `overlap` is the share of the packed runs' span during which
-    all of them were training (near 1: the aggregate is what the device delivered)."""
+    Each run trains for `seconds` of wall time (trainer.max_time, constant learning rate), long after the compile
+    and warm-up, so that the runs' MEASURED windows (RunMeter: first to last measured step) overlap; each run's rate
+    is its own RunMeter measurement over its window. `overlap` = the time all measured windows share over the mean
+    window (near 1: the aggregate is what the device delivered with every job in steady state at once)."""
     import os
     import subprocess
     import sys
@@ -339,8 +341,10 @@ def packed_rates(case: Case, jobs: int, workdir: Path, cifar_root: Path | None =
         runs = []
         for _ in range(n):
             run_dir = Path(tempfile.mkdtemp(prefix=f"packed{n}_", dir=workdir))
+            long_run = ["trainer.max_steps=-1", "trainer.max_epochs=100000", "sched.name=constant",
+                        f"trainer.max_time=00:00:00:{int(seconds)}", "trainer.limit_test_batches=1"]
             cmd = [sys.executable, str(REPO / "scripts" / "train.py"),
-                   *project_overrides(case, data, run_dir, logger, accelerator)]
+                   *project_overrides(case, data, run_dir, logger, accelerator), *long_run]
             runs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), run_dir))
         records = []
         for proc, run_dir in runs:
@@ -355,10 +359,12 @@ def packed_rates(case: Case, jobs: int, workdir: Path, cifar_root: Path | None =
     single = launch(1)[0]["train/images_per_s"]
     records = launch(jobs)
     rates = [r["train/images_per_s"] for r in records]
-    start, end = max(r["started_at"] for r in records), min(r["ended_at"] for r in records)
-    span = max(r["ended_at"] for r in records) - min(r["started_at"] for r in records)
+    windows = [(r["train/measured_from"], r["train/measured_to"]) for r in records]
+    shared = max(0.0, min(b for _, b in windows) - max(a for a, _ in windows))
+    mean_window = statistics.fmean(b - a for a, b in windows)
     out = {"model": case.model, "batch": case.batch, "jobs": jobs, "single": single, "per_job": rates,
-           "aggregate": sum(rates), "speedup": sum(rates) / single, "overlap": max(0.0, end - start) / span}
+           "aggregate": sum(rates), "speedup": sum(rates) / single, "seconds": seconds, "windows": windows,
+           "overlap": shared / mean_window if mean_window > 0 else 0.0}
     log(f"  {jobs} packed: {out['aggregate']:,.1f} img/s together vs {single:,.1f} alone "
         f"({out['speedup']:.2f}x; overlap {out['overlap']:.2f})")
     return out

@@ -27,7 +27,7 @@ from models.train.callbacks import FiniteGuard, PeriodicCheckpoint, RunMeter, Sa
 from models.train.checkpoints import AtomicCheckpointIO
 from models.train.config import TrainerSettings, check_resume
 from models.train.console import Announce, ProgressBar, log
-from models.train.graphs import CompileWatch, compile_mode, uses_cuda_graphs
+from models.train.graphs import CompileWatch, check_graph_settings, compile_mode, uses_cuda_graphs
 from models.train.history import ResumeState
 from models.train.loggers import build_loggers
 from models.train.module import Classifier
@@ -98,7 +98,7 @@ def load_data(cfg: DictConfig, pad_eval: bool = False) -> pl.LightningDataModule
     return dm
 
 
-def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: Recorder
+def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: Recorder, on_cuda: bool = False
                     ) -> tuple[list[pl.Callback], ModelCheckpoint, SaveOnSigterm]:
     """The run's own callbacks, in the order Lightning must call them (ModelCheckpoint subclasses run last)."""
     ckpt_cfg = cfg.get("checkpoint") or {}
@@ -111,7 +111,8 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, meter: RunMeter, record: Re
         callbacks.append(PeriodicCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
                                             enable_version_counter=False))
     sigterm = SaveOnSigterm(str(ckpt_dir / "last.ckpt"))
-    bar = [ProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    # a bar refresh every step would stall a GPU's launch queue
+    bar = [ProgressBar(refresh_rate=50 if on_cuda else 1)] if cfg.trainer.get("enable_progress_bar", True) else []
     return [*callbacks, meter, sigterm, Announce(record), *bar], best, sigterm
 
 
@@ -154,6 +155,7 @@ def build(cfg: DictConfig, run_dir: Path, record: Recorder, extra_callbacks: Seq
     """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys.
     One network is built: its complexity is counted on a weightless copy (meta device), its parts timed in place."""
     settings = TrainerSettings.from_cfg(cfg)  # cheap checks first: no data is read for a run that cannot start
+    check_graph_settings(cfg.get("compile", False), settings.kwargs)
     mode = compile_mode(cfg.get("compile", False), settings.on_cuda)
     graphs = uses_cuda_graphs(mode, settings.on_cuda)
     dm = load_data(cfg, pad_eval=graphs)  # static shapes where graphs run: evaluation pads its last batch
@@ -182,8 +184,10 @@ def build(cfg: DictConfig, run_dir: Path, record: Recorder, extra_callbacks: Seq
     measure_cfg = OmegaConf.to_container(cfg.get("measure") or {}, resolve=True)
     for key in ("parts", "parts_budget_s"):  # timed above, not by the meter
         measure_cfg.pop(key, None)
+    if graphs:  # the first evaluation batches record the CUDA graphs: not timed
+        measure_cfg["eval_warmup_steps"] = int(measure_cfg.get("eval_warmup_steps", 1)) + 2
     meter = RunMeter(complexity.flops, **measure_cfg)
-    callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record)
+    callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record, settings.on_cuda)
     loggers = build_loggers(cfg, run_dir, f"{name}-{record.data['data']}-s{cfg.seed}", record.data, resumed)
     trainer = build_trainer(settings, run_dir, loggers, [*callbacks, *extra_callbacks])
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,

@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from models.utils.system import device_name, matmul_peak
+from models.utils.system import device_name, gpu_peak, matmul_peak
 
 
 def device_peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]:
@@ -36,9 +36,13 @@ def device_peak_flops(device: torch.device, precision: str) -> tuple[float | Non
     if device.type == "cuda":
         from lightning.fabric.utilities.throughput import get_available_flops
 
+        name = device_name(device)
+        ours = gpu_peak(name, precision)
+        if ours:
+            return ours, f"table:{name}:{precision}"
         dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
         flops = get_available_flops(device, dtype)
-        return (float(flops), f"table:{device_name(device)}:{dtype}") if flops else (None, "unknown")
+        return (float(flops), f"lightning-table:{name}:{dtype}") if flops else (None, "unknown")
     return matmul_peak("cpu"), f"measured:cpu_mm_fp32x{torch.get_num_threads()}threads"
 
 
@@ -78,7 +82,7 @@ class RunMeter(Callback):
     def __init__(self, flops_per_image: float, warmup_steps: int = 5, eval_warmup_steps: int = 1,
                  sync_every: int = 25) -> None:
         self.flops_per_image = float(flops_per_image)
-        self.warmup_steps, self.eval_warmup_steps, self.sync_every = warmup_steps, eval_warmup_steps, sync_every
+        self.warmup_steps, self.eval_warmup_steps, self.sync_every = warmup_steps, max(1, eval_warmup_steps), sync_every
         self._window_start: float | None = None  # synchronised time the current window started at
         self._pending_images = self._pending_steps = 0
         self.train, self.eval = _Window(), _Window()
@@ -88,9 +92,10 @@ class RunMeter(Callback):
         self._start: float | None = None
         self._epoch_start = 0.0
         self._eval_last: float | None = None
-        self._eval_batches = 0
+        self._eval_batches = self._eval_images = 0
         self.peak: float | None = None
         self.peak_source = ""
+        self.measured: tuple[float, float] | None = None  # Unix times of the first and last measured step
 
     def _sync(self, trainer: pl.Trainer) -> float:
         if trainer.strategy.root_device.type == "cuda":
@@ -138,6 +143,8 @@ class RunMeter(Callback):
         if self._window_start is not None and self._pending_steps:
             self.train.images += self._pending_images
             self.train.seconds += now - self._window_start
+            wall = time.time() - time.perf_counter()  # perf_counter -> Unix time, to compare runs in other processes
+            self.measured = (self.measured[0] if self.measured else self._window_start + wall, now + wall)
         self._window_start, self._last_end = now, now
         self._pending_images = self._pending_steps = 0
 
@@ -171,24 +178,31 @@ class RunMeter(Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
 
     # ------------------------------------------------------------------ evaluation (validation and test)
+    # One window per evaluation loop, synchronised at its two ends only (after the warm-up batches, which on a
+    # CUDA-graph run include recording the graphs, and at the loop's end): no per-batch sync stalls the queue.
     def _eval_start(self, *_: Any) -> None:
-        self._eval_last, self._eval_batches = None, 0
+        self._eval_last, self._eval_batches, self._eval_images = None, 0, 0
 
     def _eval_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                         batch_idx: int, dataloader_idx: int = 0) -> None:
         if trainer.sanity_checking:
             return
         self._eval_batches += 1
-        if self._eval_batches < self.eval_warmup_steps:
+        if self._eval_batches == self.eval_warmup_steps:
+            self._eval_last = self._sync(trainer)
+        elif self._eval_last is not None:
+            self._eval_images += _batch_size(batch) * trainer.world_size
+
+    def _eval_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self._eval_last is None or not self._eval_images:
             return
-        now = self._sync(trainer)
-        if self._eval_last is not None:
-            self.eval.images += _batch_size(batch) * trainer.world_size
-            self.eval.seconds += now - self._eval_last
-        self._eval_last = now
+        self.eval.images += self._eval_images
+        self.eval.seconds += self._sync(trainer) - self._eval_last
+        self._eval_last = None
 
     on_validation_epoch_start = on_test_epoch_start = _eval_start
     on_validation_batch_end = on_test_batch_end = _eval_batch_end
+    on_validation_epoch_end = on_test_epoch_end = _eval_end
 
     # ------------------------------------------------------------------ results
     def summary(self, trainer: pl.Trainer) -> dict[str, Any]:
@@ -208,6 +222,8 @@ class RunMeter(Callback):
             "peak_flops": self.peak,
             "peak_flops_source": self.peak_source,
             "measured_train_steps": max(0, self._steps_seen - self.warmup_steps),
+            "train/measured_from": self.measured[0] if self.measured else None,
+            "train/measured_to": self.measured[1] if self.measured else None,
         }
 
 

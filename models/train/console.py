@@ -196,11 +196,11 @@ class ProgressBar(RichProgressBar):
 
     SHOWN = {"train/loss_epoch": "loss", "val/acc": "val", "val/acc_best": "best"}
 
-    def __init__(self, width: int | None = None, file: Any = None) -> None:
+    def __init__(self, width: int | None = None, file: Any = None, refresh_rate: int = 1) -> None:
         kwargs: dict[str, Any] = {} if file is None else {"file": file}
         if width or not sys.stdout.isatty():
             kwargs["width"] = width or 132
-        super().__init__(console_kwargs=kwargs or None)
+        super().__init__(refresh_rate=refresh_rate, console_kwargs=kwargs or None)
         self._epoch_loss: tuple[int, float] | None = None
 
     def configure_columns(self, trainer: Any) -> list:

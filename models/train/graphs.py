@@ -38,6 +38,18 @@ def compile_mode(value: Any, on_cuda: bool) -> str | None:
     return str(value)
 
 
+def check_graph_settings(value: Any, trainer: dict[str, Any]) -> None:
+    """A graph mode (reduce-overhead, max-autotune) replays one captured step: the next replay overwrites the
+    gradients its backward produced, so they cannot be accumulated over batches. Refused on every device, so that a
+    command that passes on a CPU never fails (or, worse, trains wrongly) on a GPU."""
+    mode = compile_mode(value, on_cuda=True)
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    if mode in GRAPH_MODES and isinstance(accumulate, int) and accumulate > 1:
+        raise ConfigError(f"compile={value} replays CUDA graphs, whose next replay overwrites the gradients being "
+                          f"accumulated (trainer.accumulate_grad_batches={accumulate}): set "
+                          "trainer.accumulate_grad_batches=1 (a bigger data.batch_size) or compile=default")
+
+
 def uses_cuda_graphs(mode: str | None, on_cuda: bool) -> bool:
     return on_cuda and mode in GRAPH_MODES
 
@@ -50,17 +62,27 @@ class _SkipReasons(logging.Handler):
         self.reasons: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.reasons.append(record.getMessage())
+        message = record.getMessage()
+        if "cudagraph" in message.lower():  # perf hints say other things too (fallback kernels, padding)
+            self.reasons.append(message)
+
+
+# Where Inductor says why it skipped CUDA graphs: its `cudagraphs` artifact logger in recent torch, its `perf_hints`
+# loggers in others (2.11 among them). Each is an artifact logger, off unless TORCH_LOGS turns it on: the watch turns
+# it on for its block (records kept by the watch only, not propagated to the console) and puts it back.
+SKIP_LOGGERS = ("torch._inductor.cudagraph_utils.__cudagraphs", "torch._inductor.cudagraph_utils.__perf_hints",
+                "torch._inductor.cudagraph_trees.__perf_hints", "torch._inductor.compile_fx.__perf_hints",
+                "torch._inductor.output_code.__perf_hints", "torch._inductor.graph.__perf_hints")
+NO_REASON = "Inductor counted a skip without saying why (run with TORCH_LOGS=perf_hints,cudagraphs to see it)"
 
 
 class CompileWatch:
     """What the compiler did during a block (fit, test): graphs, recompiles, graph breaks, CUDA-graph skips."""
 
-    SKIP_LOGGER = "torch._inductor.cudagraph_utils.__cudagraphs"
-
     def __init__(self, mode: str | None, on_cuda: bool) -> None:
         self.mode, self.on_cuda = mode, on_cuda
         self.handler = _SkipReasons()
+        self._saved: dict[str, tuple[int, bool, bool]] = {}
 
     def _counts(self) -> dict[str, int]:
         from torch._dynamo.utils import counters, guard_failures
@@ -74,12 +96,21 @@ class CompileWatch:
         if self.mode:
             if not hasattr(self, "before"):
                 self.before = self._counts()
-            logging.getLogger(self.SKIP_LOGGER).addHandler(self.handler)
+            for name in SKIP_LOGGERS:
+                logger = logging.getLogger(name)
+                self._saved[name] = (logger.level, logger.disabled, logger.propagate)
+                logger.setLevel(logging.DEBUG)
+                logger.disabled, logger.propagate = False, False
+                logger.addHandler(self.handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self.mode:
-            logging.getLogger(self.SKIP_LOGGER).removeHandler(self.handler)
+            for name, (level, disabled, propagate) in self._saved.items():
+                logger = logging.getLogger(name)
+                logger.removeHandler(self.handler)
+                logger.setLevel(level)
+                logger.disabled, logger.propagate = disabled, propagate
             self.after = self._counts()
 
     def summary(self) -> dict[str, Any]:
@@ -91,6 +122,8 @@ class CompileWatch:
         if self.mode in GRAPH_MODES:
             reasons = list(dict.fromkeys(self.handler.reasons)) or (
                 ["CUDA graphs need a CUDA device: this run compiled for the CPU"] if not self.on_cuda else [])
+            if out["compile/cudagraph_skips"] and not reasons:
+                reasons = [NO_REASON]
             if out["compile/cudagraph_skips"] or reasons:
                 out["compile/cudagraph_skip_reasons"] = "; ".join(reasons)
                 log.warning(f"warning: compile={self.mode} ran without CUDA graphs for "

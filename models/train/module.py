@@ -8,6 +8,7 @@ step that produced it (`Diverged`), before backward touches the weights.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -25,6 +26,22 @@ from models.train.optim import LRSchedule, OptimConfig, make_optimizer
 from models.train.records import Diverged
 
 _TRAIN_METRICS = ("train_acc", "train_acc_top5")
+log = logging.getLogger("models.train")
+
+
+def _mean() -> MeanMetric:
+    """A loss mean without the NaN check that syncs the host on every update (the run has its own finite watch)."""
+    try:
+        return MeanMetric(nan_strategy="disable")
+    except ValueError:  # torchmetrics before "disable" existed
+        return MeanMetric()
+
+
+def compiler_error(error: BaseException) -> bool:
+    """An error of torch.compile itself (Dynamo, AOTAutograd, Inductor, the C++/Triton compiler), not of the model."""
+    names = [type(e).__module__ + "." + type(e).__name__ for e in (error, error.__cause__) if e is not None]
+    return any(n.startswith(("torch._dynamo", "torch._inductor", "torch._functorch")) or "CompileError" in n
+               or "BackendCompilerFailed" in n for n in names)
 
 
 def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
@@ -80,8 +97,10 @@ class Classifier(pl.LightningModule):
         })
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if compile:
-            self.net.compile(mode=compile)  # in place: state_dict keys stay those of the plain network
+        # The compiled network is kept outside the module tree (a list, not a submodule): checkpoint keys stay those
+        # of the plain network, and a compiler failure can fall back to it (see forward).
+        self._compiled = [torch.compile(self.net, mode=compile)] if compile else []
+        self.compile_fallback: str | None = None  # the compiler's reason, when the run went on eager
         self.cuda_graphs = cuda_graphs  # each step starts a new CUDA-graph replay (models.train.graphs)
         self.check_finite_every = max(1, int(check_finite_every))
         self._first_bad: torch.Tensor | None = None  # first optimizer step whose loss was not finite (-1: none)
@@ -89,8 +108,7 @@ class Classifier(pl.LightningModule):
             f"{split}_{name}": _accuracy(num_classes, k)
             for split in ("train", "val", "test") for name, k in (("acc", 1), ("acc_top5", 5))
         })
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        self.val_loss, self.test_loss = _mean(), _mean()
         self.val_acc_best = MaxMetric()
         # Training loss of the epoch, accumulated on the device (no per-step self.log: see training_step)
         self._train_loss_sum: torch.Tensor | None = None
@@ -101,7 +119,23 @@ class Classifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self._compiled and self.compile_fallback is None:
+            try:
+                return self._compiled[0](x)
+            except Exception as e:  # a compiler failure: the run goes on eager, from this very step
+                if not compiler_error(e):
+                    raise
+                self.fall_back(e)
         return self.net(x)
+
+    def fall_back(self, error: BaseException) -> None:
+        """Stop using the compiled network (one warning line with the compiler's reason; recorded by the run)."""
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        self.compile_fallback = f"{type(error).__name__}: {first}"[:300]
+        self.cuda_graphs = False
+        log.warning(f"warning: compile={self.hparams.get('compile')} failed at step {self.global_step} "
+                    f"({self.compile_fallback}): the run goes on eager from this step (results.json "
+                    "compile/fallback)")
 
     def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss, logits and labels of a batch; a padded evaluation batch (x, y, n) counts its first n images only."""

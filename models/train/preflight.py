@@ -11,12 +11,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.spec import NetSpec
 from models.train.config import TrainerSettings
+from models.train.graphs import check_graph_settings
 from models.train.optim import OptimConfig
 
 
 def preflight(cfg: DictConfig) -> None:
     """Raise the ConfigError `train(cfg)` would raise for the trainer, optimizer and model settings."""
-    TrainerSettings.from_cfg(cfg)
+    settings = TrainerSettings.from_cfg(cfg)
+    check_graph_settings(cfg.get("compile", False), settings.kwargs)
     OptimConfig(**_plain(cfg.get("optim")))
     knobs = _plain(cfg.get("model"))
     spec = NetSpec().replace(**{k: v for k, v in knobs.items() if k not in ("name", "num_classes")})

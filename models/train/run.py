@@ -129,9 +129,16 @@ def fit(run: Recorder, parts: Built, preemption: Preemption) -> None:
                     "resume_from": saved, "interruptions": [*run.data["interruptions"], stop]})
     run.update({"epochs": trainer.current_epoch, "steps": trainer.global_step, **parts.meter.summary(trainer),
                 **parts.watch.summary(), "sched/total_steps": getattr(parts.module, "total_steps", None),
-                **run.compute(trainer)})
+                **run.compute(trainer), **compile_used(parts)})
     val = {k: trainer.callback_metrics.get(k) for k in ("val/acc", "val/acc_top5", "val/loss", "val/acc_best")}
     run.update({k: float(v) for k, v in val.items() if v is not None})
+
+
+def compile_used(parts: Built) -> dict[str, Any]:
+    """The torch.compile mode the run really trained with, and the compiler's reason when it fell back to eager."""
+    fallback = parts.module.compile_fallback
+    return {"compile/used": "eager" if fallback or not parts.compile else parts.compile,
+            **({"compile/fallback": fallback} if fallback else {})}
 
 
 def test(run: Recorder, parts: Built) -> None:
@@ -143,7 +150,7 @@ def test(run: Recorder, parts: Built) -> None:
         with parts.watch, module.evaluating_as(prefix):
             out = trainer.test(module, datamodule=parts.dm, ckpt_path=path, weights_only=True, verbose=False)
         run.update({k: float(v) for k, v in (out[0] if out else {}).items()})
-    run.update({"best_checkpoint": best, **parts.watch.summary(), "status": "finished",
+    run.update({"best_checkpoint": best, **parts.watch.summary(), **compile_used(parts), "status": "finished",
                 **{k: v for k, v in parts.meter.summary(trainer).items() if k == "eval/images_per_s"}})
     run.update({f"data/{k}": v for k, v in parts.dm.describe().items()
                 if isinstance(v, (int, float, str, bool)) and f"data/{k}" not in run.data})

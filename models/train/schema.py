@@ -38,7 +38,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("tags", "wandb tags", "start"),
     Key("seed", "the run's seed", "start"),
     Key("overrides", "the command-line overrides that made this run", "start"),
-    Key("config_hash", "sha256 of the resolved configuration, noise keys (paths, loggers, devices) left out", "start"),
+    Key("config_hash", "sha256 of the resolved configuration, the seed and the noise keys (paths, loggers, devices) "
+        "left out: the seeds of one configuration share it", "start"),
     # code and machine
     Key("code/commit", "the git commit of the code that ran (null outside a git checkout)", "start"),
     Key("code/dirty", "the checkout had uncommitted changes to tracked files", "start"),
@@ -114,6 +115,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("peak_flops", "that peak (GPU: table; CPU: measured matmul)", "fit"),
     Key("peak_flops_source", "where the peak comes from", "fit"),
     Key("measured_train_steps", "training steps after the meter's warm-up", "fit"),
+    Key("train/measured_from", "Unix time of the first measured training step (packed runs: their windows' "
+        "overlap)", "fit"),
+    Key("train/measured_to", "Unix time of the last measured training step", "fit"),
     Key("train/pflops", "training compute so far: 3 x forward FLOPs x images seen, in PFLOPs", "validation/fit"),
     Key("train/wall_s", "wall time so far over every invocation, seconds", "validation/fit"),
     Key("curve", "one point per validation: [step, epoch, train/pflops, train/wall_s, val/acc]", "validation"),
@@ -156,7 +160,7 @@ def check(keys: Iterable[str]) -> None:
         raise KeyError(f"results.json keys not in models/train/schema.py: {', '.join(bad)}")
 
 
-def markdown() -> str:
+def record_table() -> str:
     """The README's "What every run records" table."""
     lines = ["| key | meaning | written |", "|---|---|---|"]
     lines += [f"| `{k.name}` | {k.meaning} | {k.when.replace('/', ', ')} |" for k in SCHEMA]

@@ -39,6 +39,23 @@ def threads_from_scheduler() -> int | None:
     return int(given)
 
 
+# Dense peak FLOP/s (no sparsity) of the GPUs this project is run on, by precision, from NVIDIA's data sheets:
+# the MFU denominator where Lightning's table does not know the card's name (it misses "NVIDIA H200").
+GPU_PEAKS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H200", {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}),  # H200 SXM
+    ("H100 PCIe", {"bf16": 756.0e12, "fp16": 756.0e12, "tf32": 378.0e12, "fp32": 51.2e12}),
+    ("H100", {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}),  # H100 SXM (HBM3)
+    ("A100", {"bf16": 312.0e12, "fp16": 312.0e12, "tf32": 156.0e12, "fp32": 19.5e12}),
+    ("L40S", {"bf16": 362.05e12, "fp16": 362.05e12, "tf32": 183.0e12, "fp32": 91.6e12}),
+)
+
+
+def gpu_peak(name: str, precision: str) -> float | None:
+    """Dense peak FLOP/s of the GPU called `name` (torch.cuda.get_device_name) at `precision` (bf16*, 16*, 32*)."""
+    kind = "bf16" if "bf16" in precision else "fp16" if "16" in precision else "fp32"
+    return next((peaks[kind] for key, peaks in GPU_PEAKS if key in name), None)
+
+
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
@@ -61,6 +78,7 @@ def machine(device: torch.device | str | None = None, num_devices: int = 1) -> d
         "hardware/device": device_name(device), "hardware/device_type": device.type,
         "hardware/num_devices": num_devices, "hardware/cpu": cpu_model(), "hardware/cpu_count": cpu_count(),
         "hardware/threads": torch.get_num_threads(), "hardware/load_1min": round(load_average(), 2),
+        "hardware/cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "software/torch": torch.__version__, "software/cuda": torch.version.cuda,
         "software/lightning": lightning.__version__, "software/python": platform.python_version(),
     }

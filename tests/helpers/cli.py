@@ -35,6 +35,9 @@ def _isolated(argv: list[str], cwd: Path, env: dict[str, str]) -> object:
     saved_argv, saved_cwd, saved_env = sys.argv[:], os.getcwd(), dict(os.environ)
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
+    # Hydra configures logging with dictConfig, which disables every logger that exists: give them back
+    disabled = {name: lg.disabled for name, lg in logging.root.manager.loggerDict.items()
+                if isinstance(lg, logging.Logger)}
     GlobalHydra.instance().clear()
     sys.argv = argv
     os.chdir(cwd)
@@ -55,6 +58,8 @@ def _isolated(argv: list[str], cwd: Path, env: dict[str, str]) -> object:
             if handler not in root.handlers:
                 root.addHandler(handler)
         root.setLevel(saved_level)
+        for name, was in disabled.items():
+            logging.getLogger(name).disabled = was
         logging.captureWarnings(False)
         GlobalHydra.instance().clear()
 

@@ -69,7 +69,7 @@ def data_config(name: str, **overrides: Any) -> dict[str, Any]:
     return {**cfg, **overrides}
 
 
-def csv_history(run_dir: Path, drop_prefix: tuple[str, ...] = ("perf/",)) -> list[dict[str, str]]:
+def csv_history(run_dir: Path, drop_prefix: tuple[str, ...] = ("perf/", "train/wall_s")) -> list[dict[str, str]]:
     """Every row of `<run dir>/csv/metrics.csv` (as text), without the timing columns (measurements, not results)."""
     import csv
 

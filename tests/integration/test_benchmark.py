@@ -38,7 +38,8 @@ def test_cli_smoke_table_and_csv(tmp_path: Path) -> None:
     cmd = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--data", "synthetic", "--batch-sizes", "16",
            "--image-size", "16", "--steps", "2", "--repeats", "2", "--warmup", "1", "--eval-batches", "2",
            "--logger", "none", "--workdir", str(tmp_path / "work"), "--csv", str(out_csv),
-           "--readme", str(tmp_path / "bench.md"), "--packed", "2", "--json", str(tmp_path / "bench.json")]
+           "--readme", str(tmp_path / "bench.md"), "--packed", "2", "--packed-seconds", "6",
+           "--json", str(tmp_path / "bench.json")]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| model"))
@@ -75,6 +76,10 @@ def test_cli_smoke_table_and_csv(tmp_path: Path) -> None:
     (packed,) = json.loads((tmp_path / "bench.json").read_text())["packed"]
     assert packed["jobs"] == 2 and len(packed["per_job"]) == 2 and all(r > 0 for r in packed["per_job"])
     assert packed["aggregate"] == pytest.approx(sum(packed["per_job"])) and 0 <= packed["overlap"] <= 1
+    # the overlap is that of the runs' MEASURED windows (first to last measured step), not of their lifetimes
+    (a0, a1), (b0, b1) = packed["windows"]
+    assert packed["overlap"] == pytest.approx(max(0.0, min(a1, b1) - max(a0, b0)) / ((a1 - a0 + b1 - b0) / 2))
+    assert packed["overlap"] > 0.3  # both trained for 6 s from their start: their steady windows overlap
     assert "packed: 2 x resnet20 b16:" in proc.stdout and "2 packed resnet20 runs >= 3x" in proc.stdout
 
 

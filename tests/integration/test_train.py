@@ -80,7 +80,7 @@ def test_results_json(finished_wandb_run: dict) -> None:
 
 def test_the_readme_record_table_is_the_schema() -> None:
     readme = (REPO / "README.md").read_text()
-    assert schema.markdown() in readme, "README's record table is stale: paste models.train.schema.markdown()"
+    assert schema.record_table() in readme, "README's record table is stale: paste models.train.schema.record_table()"
 
 
 def test_same_configuration_same_hash_whatever_the_seed_and_paths() -> None:

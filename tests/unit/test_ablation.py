@@ -18,6 +18,7 @@ EXPECTED_JOBS = {
     "head_fc_vs_gap_224": 4 * 3, "head_fc_vs_gap_224_tiny": 4,
     "stem": 4 * 3, "stem_tiny": 4,
     "factorial": 8 * 3, "factorial_tiny": 8,
+    "roadmap": 7 * 3, "roadmap_tiny": 7 * 2, "roadmap_cifar": 6 * 3, "roadmap_cifar_tiny": 6 * 2,
 }
 
 
@@ -34,8 +35,9 @@ def test_grid_size_and_sweep_dir(name: str) -> None:
     assert len({tuple(sorted(job)) for job in jobs}) == len(jobs)  # no job twice
     cfg = ablation_config(name)
     assert cfg.hydra.sweep.dir == f"runs/ablation/{name}"
+    two_seeds = ("residual_vs_plain_tiny", "roadmap_tiny", "roadmap_cifar_tiny")  # a seed spread to show
     assert {parse_overrides(j)["seed"] for j in jobs} == ({"0", "1", "2"} if not name.endswith("_tiny") else
-                                                          {"0", "1"} if name == "residual_vs_plain_tiny" else {"0"})
+                                                          {"0", "1"} if name in two_seeds else {"0"})
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(EXPECTED_JOBS) if n.endswith("_tiny")])

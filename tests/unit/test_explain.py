@@ -98,12 +98,15 @@ def test_bad_order_and_equal_networks_are_refused() -> None:
 @pytest.mark.parametrize("grid, a, b, base", [
     ("roadmap", "vgg16", "resnet34", "_imagenet"),
     ("roadmap_cifar", "vgg16_cifar", "resnet20", "_cifar"),
-    ("roadmap_tiny", {"name": "vgg11_cifar", "widths": [16, 32, 64, 64, 64], "label": "narrow_vgg11_cifar"},
+    ("roadmap_cifar_tiny", {"name": "vgg11_cifar", "widths": [16, 32, 64, 64, 64], "label": "narrow_vgg11_cifar"},
      "resnet20", "_roadmap_tiny"),
+    ("roadmap_tiny", {"name": "vgg11", "head_hidden": [64, 64], "label": "vgg11_small_head"}, "resnet18",
+     "_roadmap_tiny"),
 ])
 def test_committed_roadmap_grids_are_the_generated_ones(grid: str, a, b, base: str, tmp_path: Path) -> None:
     (tmp_path / "ablation" / "variant").mkdir(parents=True)
-    written = write_grid(explain(a, b), grid, base, a, config_dir=tmp_path)
+    size = 32 if grid == "roadmap_tiny" else None
+    written = write_grid(explain(a, b, input_size=size), grid, base, a, config_dir=tmp_path)
     for path in written:
         committed = REPO / "configs" / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), f"{committed} is stale: rerun scripts/explain.py grid={grid}"

@@ -190,3 +190,40 @@ def test_progress_bar_shows_the_epoch_that_ended_on_one_80_column_line(tmp_path)
     last_loss = float(trainer.logged_metrics["train/loss_epoch"])
     assert lines and all(len(line) <= 80 for line in lines), lines
     assert lines[-1].startswith("Epoch 1/1") and f"loss: {last_loss:.3f}" in lines[-1], (lines, last_loss)
+
+
+@pytest.mark.parametrize("logger_name", ["torch._inductor.compile_fx.__perf_hints",
+                                         "torch._inductor.cudagraph_utils.__cudagraphs"])
+def test_compile_watch_hears_cudagraph_skips_on_the_perf_hints_logger_too(logger_name: str) -> None:
+    """Inductor says why it skipped CUDA graphs on its cudagraphs logger in some torch versions, on a perf_hints one
+    in others (2.11): the watch hears both (a skip on the real artifact logger, off by default), and a skip counted
+    with no reason logged is recorded with a reason instead of failing the finished run."""
+    import logging
+
+    from torch._dynamo.utils import counters
+
+    from models.train.graphs import NO_REASON, CompileWatch
+
+    watch = CompileWatch("reduce-overhead", on_cuda=True)
+    with watch:
+        logging.getLogger(logger_name).info("skipping cudagraphs due to mutated inputs (1 instances)")
+        counters["inductor"]["cudagraph_skips"] += 1
+    out = watch.summary()
+    assert out["compile/cudagraph_skips"] == 1
+    assert out["compile/cudagraph_skip_reasons"] == "skipping cudagraphs due to mutated inputs (1 instances)"
+    assert watch.handler not in logging.getLogger(logger_name).handlers  # the watch took its handler back
+    silent = CompileWatch("reduce-overhead", on_cuda=True)
+    with silent:
+        counters["inductor"]["cudagraph_skips"] += 1
+    assert silent.summary()["compile/cudagraph_skip_reasons"] == NO_REASON
+
+
+@pytest.mark.parametrize("name, precision, peak", [
+    ("NVIDIA H200", "bf16-mixed", 989.4e12), ("NVIDIA H100 80GB HBM3", "bf16-mixed", 989.4e12),
+    ("NVIDIA H100 PCIe", "16-mixed", 756e12), ("NVIDIA A100-SXM4-80GB", "32-true", 19.5e12),
+    ("NVIDIA L40S", "bf16-mixed", 362.05e12), ("NVIDIA GeForce GTX 1080", "32-true", None)])
+def test_mfu_knows_the_peaks_of_the_gpus_it_is_run_on(name: str, precision: str, peak: float | None) -> None:
+    """Lightning's table misses "NVIDIA H200": MFU would be None. Ours: dense peaks by name and precision."""
+    from models.utils.system import gpu_peak
+
+    assert gpu_peak(name, precision) == peak
