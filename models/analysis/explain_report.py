@@ -20,6 +20,8 @@ def _fmt(cost: str, value: float | None, signed: bool = False) -> str:
     if value is None:
         return "–"
     _, scale, fmt = UNITS[cost]
+    if value and abs(value / scale) < 0.005:  # small but not nothing: two significant digits
+        fmt = "{:.2g}"
     text = fmt.format(value / scale)
     return ("+" + text if value > 0 else text) if signed else text
 

@@ -110,3 +110,14 @@ def test_committed_roadmap_grids_are_the_generated_ones(grid: str, a, b, base: s
     for path in written:
         committed = REPO / "configs" / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), f"{committed} is stale: rerun scripts/explain.py grid={grid}"
+
+
+def test_the_readme_explanations_are_generated(vgg_resnet) -> None:
+    """README "Why ResNet-34 is 6x smaller than VGG-16": the two explanations, pasted from the command."""
+    from models.analysis.explain_report import attribution_markdown, note, roadmap_markdown
+
+    readme = (REPO / "README.md").read_text()
+    for e, key in ((vgg_resnet, "vgg16_resnet34"), (explain("vgg16_cifar", "resnet20"), "vgg16_cifar_resnet20")):
+        section = readme.split(f"<!-- explain:{key}:begin -->")[1].split(f"<!-- explain:{key}:end -->")[0]
+        for text in (roadmap_markdown(e), attribution_markdown(e), note(e)):
+            assert text in section, f"README's {key} explanation is stale: rerun scripts/explain.py"
