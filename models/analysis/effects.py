@@ -22,6 +22,8 @@ METRICS = (("test top-1", ACC), ("params", "params"), ("MACs", "macs"), ("train 
 FOLLOWS = {"model/depth": ("model/depths",), "model/width": ("model/widths",), "model/depths": ("model/depth",),
            "model/widths": ("model/width",)}  # knobs that change together with the axis
 SCALE = {"memory/peak_bytes": 2**30}
+FORMATS = {"test top-1": "{:+.3f}", "params": "{:+,.0f}", "MACs": "{:+,.0f}", "train memory GiB": "{:+.4f}",
+           "fwd+bwd ms/image": "{:+.3g}", "train img/s": "{:+,.0f}"}
 
 
 @dataclass
@@ -36,9 +38,13 @@ class Effect:
     high: float | None
     n: int
 
-    def interval(self, fmt: str = "{:+.3f}") -> str:
+    def interval(self, fmt: str | None = None) -> str:
+        """`+0.030 [+0.005, +0.055]`; an exact difference (a cost: the same for every seed) without an interval."""
+        fmt = fmt or FORMATS.get(self.metric, "{:+.3g}")
         if self.mean is None:
             return "–"
+        if self.low is not None and self.low == self.high:
+            return fmt.format(self.mean)
         if self.n < 2:
             return fmt.format(self.mean) + " (n too small)"
         return f"{fmt.format(self.mean)} [{fmt.format(self.low)}, {fmt.format(self.high)}]"

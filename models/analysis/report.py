@@ -142,7 +142,7 @@ def effects_markdown(found: Sequence[Effect]) -> str:
     for (axis, _, _, pair), metrics in by.items():
         first = next(iter(metrics.values()))
         rows.append([axis.removeprefix("model/"), f"{first.a} -> {first.b}", pair,
-                     *(metrics[m].interval("{:+.4g}") if m in metrics else "–" for m in METRIC_NAMES),
+                     *(metrics[m].interval() if m in metrics else "–" for m in METRIC_NAMES),
                      str(max(e.n for e in metrics.values()))])
     return ("\n### Paired effects\n\n" + markdown(header, rows, right=range(3, len(header))) + "\n\nEffect of "
             "switching one knob with everything else equal: mean of the per-seed differences (B - A) with a 95% "

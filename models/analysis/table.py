@@ -88,9 +88,12 @@ def published_note(rows: Sequence[Configuration]) -> str:
             continue
         why = sorted({d for run in runs for d in differences(ref, run)})
         (differ if why else shown).append((r, ref, why))
-    parts = [f" Published: {ref.source} ({ref.model}: {ref.metric} {ref.value})" for _, ref, _ in shown]
-    parts += [f" Published {ref.source} not shown for {r.label or ref.model}: {'; '.join(why)}."
-              for r, ref, why in differ]
+    parts = [f" Published: {ref.source} ({ref.model}: {ref.metric} {ref.value})." for _, ref, _ in shown]
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for r, ref, why in differ:  # one sentence per source and reason, naming every row it holds for
+        grouped.setdefault((ref.source, "; ".join(why)), []).append(r.label or ref.model)
+    parts += [f" Published {source} not shown for {', '.join(names)}: {why}." for (source, why), names in
+              grouped.items()]
     return "".join(parts)
 
 

@@ -66,7 +66,7 @@ def test_paired_effects_match_a_hand_computation(tmp_path: Path) -> None:
     assert float(deep["high"]) == pytest.approx(0.03 + half, abs=1e-9)
     shallow = by_pair["plain32 -> resnet32"]
     assert float(shallow["mean"]) == pytest.approx(0.2) and shallow["low"] == ""
-    assert "### Paired effects" in table and "+0.03 [+0.005159, +0.05484]" in table and "n too small" in table
+    assert "### Paired effects" in table and "+0.030 [+0.005, +0.055]" in table and "n too small" in table
     assert Image.open(paths["effects.png"]).text["Layout"] == "ok"
 
 
