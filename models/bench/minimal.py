@@ -57,6 +57,10 @@ class Minimal:
         self.spans: list[tuple[float, float]] = []  # (start, end) of every call of train_steps
         self.last_loss: float | None = None
 
+    def compiled(self) -> bool:
+        """Whether the loop's network runs compiled (torch's nn.Module.compile sets `_compiled_call_impl`)."""
+        return getattr(self.net, "_compiled_call_impl", None) is not None
+
     def _loader(self, dm: Any, split: str) -> Any:
         from data.device import DeviceLoader
 

@@ -62,6 +62,7 @@ class SpeedResult:
     minimal_spans: list[tuple[float, float]] = field(default_factory=list)
     minimal_steps: int = 0  # optimizer steps the eager reference loop took
     minimal_loss: float | None = None  # its last loss (it trains: finite, and falling over a long run)
+    minimal_compiled: bool = False  # the eager reference loop must stay eager
     graph: float | None = None  # the minimal loop as CUDA graphs (GPU only)
     graph_windows: list[float] = field(default_factory=list)
     runmeter: float | None = None
@@ -276,7 +277,8 @@ def run_case(case: Case, workdir: Path, cifar_root: Path | None = DEFAULT_CIFAR,
     row.peak_flops = record.get("peak_flops")
     row.mfu = 3 * row.flops * row.project / row.peak_flops if row.peak_flops else None
     row.minimal = statistics.median(row.minimal_windows)
-    row.minimal_steps, row.minimal_loss = minimal.steps_done, minimal.last_loss
+    row.minimal_steps, row.minimal_loss, row.minimal_compiled = minimal.steps_done, minimal.last_loss, \
+        minimal.compiled()
     row.graph = statistics.median(row.graph_windows) if row.graph_windows else None
     row.infer_minimal = minimal.infer(max(2, case.eval_batches - 1))
     row.load_after = round(load_average(), 2)
@@ -341,8 +343,9 @@ def packed_rates(case: Case, jobs: int, workdir: Path, cifar_root: Path | None =
         runs = []
         for _ in range(n):
             run_dir = Path(tempfile.mkdtemp(prefix=f"packed{n}_", dir=workdir))
+            h, rest = divmod(int(seconds), 3600)
             long_run = ["trainer.max_steps=-1", "trainer.max_epochs=100000", "sched.name=constant",
-                        f"trainer.max_time=00:00:00:{int(seconds)}", "trainer.limit_test_batches=1"]
+                        f"trainer.max_time=00:{h:02d}:{rest // 60:02d}:{rest % 60:02d}", "trainer.limit_test_batches=1"]
             cmd = [sys.executable, str(REPO / "scripts" / "train.py"),
                    *project_overrides(case, data, run_dir, logger, accelerator), *long_run]
             runs.append((subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), run_dir))

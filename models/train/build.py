@@ -155,7 +155,7 @@ def build(cfg: DictConfig, run_dir: Path, record: Recorder, extra_callbacks: Seq
     """Everything the run needs, in the order that reports bad input earliest; fills the record's config keys.
     One network is built: its complexity is counted on a weightless copy (meta device), its parts timed in place."""
     settings = TrainerSettings.from_cfg(cfg)  # cheap checks first: no data is read for a run that cannot start
-    check_graph_settings(cfg.get("compile", False), settings.kwargs)
+    check_graph_settings(cfg.get("compile", False), settings.kwargs, settings.on_cuda)
     mode = compile_mode(cfg.get("compile", False), settings.on_cuda)
     graphs = uses_cuda_graphs(mode, settings.on_cuda)
     dm = load_data(cfg, pad_eval=graphs)  # static shapes where graphs run: evaluation pads its last batch

@@ -38,11 +38,12 @@ def compile_mode(value: Any, on_cuda: bool) -> str | None:
     return str(value)
 
 
-def check_graph_settings(value: Any, trainer: dict[str, Any]) -> None:
+def check_graph_settings(value: Any, trainer: dict[str, Any], on_cuda: bool) -> None:
     """A graph mode (reduce-overhead, max-autotune) replays one captured step: the next replay overwrites the
-    gradients its backward produced, so they cannot be accumulated over batches. Refused on every device, so that a
-    command that passes on a CPU never fails (or, worse, trains wrongly) on a GPU."""
-    mode = compile_mode(value, on_cuda=True)
+    gradients its backward produced, so they cannot be accumulated over batches. An explicit graph mode is refused
+    on every device (a command that passes on a CPU must not fail, or train wrongly, on a GPU); `auto` where it
+    means graphs (a CUDA device)."""
+    mode = compile_mode(value, on_cuda)
     accumulate = trainer.get("accumulate_grad_batches", 1)
     if mode in GRAPH_MODES and isinstance(accumulate, int) and accumulate > 1:
         raise ConfigError(f"compile={value} replays CUDA graphs, whose next replay overwrites the gradients being "

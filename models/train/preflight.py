@@ -18,7 +18,7 @@ from models.train.optim import OptimConfig
 def preflight(cfg: DictConfig) -> None:
     """Raise the ConfigError `train(cfg)` would raise for the trainer, optimizer and model settings."""
     settings = TrainerSettings.from_cfg(cfg)
-    check_graph_settings(cfg.get("compile", False), settings.kwargs)
+    check_graph_settings(cfg.get("compile", False), settings.kwargs, settings.on_cuda)
     OptimConfig(**_plain(cfg.get("optim")))
     knobs = _plain(cfg.get("model"))
     spec = NetSpec().replace(**{k: v for k, v in knobs.items() if k not in ("name", "num_classes")})

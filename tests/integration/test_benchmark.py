@@ -91,3 +91,14 @@ def test_folder_cache_path_in_process(tmp_path: Path) -> None:
     assert row.data_label == "folder+cache" and row.size == 32
     assert row.project > 0 and row.minimal > 0 and row.pipeline > 0 and len(row.project_windows) == 2
     assert list((tmp_path / "cache").glob("*.npy"))  # the memmap cache was built
+
+
+@pytest.mark.slow
+def test_a_compiled_case_end_to_end_against_an_eager_reference(tmp_path: Path) -> None:
+    """compile=true (Inductor on this CPU): the case runs to the end, its MACs are counted on a weightless copy (never
+    by hooks on the compiled module), and the reference loop it is compared with stays EAGER."""
+    case = B.Case(model="resnet20", data="synthetic", batch=8, image_size=16, compile=True, steps=1, repeats=1,
+                  warmup=1, eval_batches=2)
+    row = B.run_case(case, tmp_path, cifar_root=None, logger="none", log=lambda *a: None)
+    assert row.project > 0 and row.minimal > 0 and row.macs == D.profile_macs("resnet20", 16)
+    assert row.minimal_compiled is False and row.case.compile is True

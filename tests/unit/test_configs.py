@@ -136,3 +136,13 @@ def test_preflight_raises_what_train_raises(override: str, message: str) -> None
     with pytest.raises(models.ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
         preflight(cfg)
     preflight(compose_train(["trainer.max_epochs=1"]))  # the defaults pass
+
+
+def test_graph_modes_refuse_gradient_accumulation_where_they_make_graphs() -> None:
+    from models.train.graphs import check_graph_settings
+
+    check_graph_settings("auto", {"accumulate_grad_batches": 2}, on_cuda=False)  # auto on a CPU: eager, fine
+    check_graph_settings("default", {"accumulate_grad_batches": 2}, on_cuda=True)  # no graphs
+    for value, on_cuda in (("auto", True), ("reduce-overhead", False), ("max-autotune", True)):
+        with pytest.raises(models.ConfigError, match=rf"compile={value} replays CUDA graphs"):
+            check_graph_settings(value, {"accumulate_grad_batches": 2}, on_cuda=on_cuda)

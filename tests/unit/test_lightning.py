@@ -227,3 +227,25 @@ def test_mfu_knows_the_peaks_of_the_gpus_it_is_run_on(name: str, precision: str,
     from models.utils.system import gpu_peak
 
     assert gpu_peak(name, precision) == peak
+
+
+def test_evaluation_timing_syncs_once_per_loop_not_per_batch() -> None:
+    """RunMeter times an evaluation loop as one window, synchronised after its warm-up batch and at its end: a
+    per-batch device sync would stall a GPU's launch queue (on this CPU the sync is counted, not needed)."""
+    from data.digits import DigitsDataModule
+    from models.train.callbacks import RunMeter
+
+    class Counting(RunMeter):
+        syncs = 0
+
+        def _sync(self, trainer):
+            Counting.syncs += 1
+            return super()._sync(trainer)
+
+    meter = Counting(1e6, eval_warmup_steps=1)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_test_batches=5, callbacks=[meter])
+    trainer.test(Classifier(models.build("resnet20", num_classes=10), 10),
+                 datamodule=DigitsDataModule(image_size=8, batch_size=32), verbose=False)
+    assert Counting.syncs == 2  # after the warm-up batch and at the loop's end, not after each of the 5 batches
+    assert meter.eval.images == 4 * 32 and meter.eval.rate() > 0
