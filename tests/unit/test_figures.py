@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from models.analysis.compare import compare, measure_rows, write_outputs
@@ -27,20 +28,23 @@ def test_layout_problems_sees_overlaps_and_text_off_the_canvas(tmp_path: Path) -
     assert "outside the canvas" in Image.open(fixed).text["Layout"]
 
 
-def _rows(n: int) -> list:
-    """n configurations with long labels spread over six decades of params and MACs."""
+def _rows(n: int, decades: float = 6) -> list:
+    """n configurations with long labels spread over `decades` decades of params and MACs."""
     records = []
     for i in range(n):
         for seed in (0, 1):
             records.append({"status": "finished", "seed": seed, "model": f"model_{i}",
                             "overrides": [f"model=a_deliberately_long_configuration_name_number_{i}", f"seed={seed}"],
-                            "params": int(10 ** (3 + 6 * i / n)), "macs": int(10 ** (5 + 6 * i / n)),
+                            "params": int(10 ** (5.3 + decades * i / n)), "macs": int(10 ** (6 + decades * i / n)),
                             "test/acc": 0.5 + i / (3 * n) + seed / 100, "data": "digits", "epochs": 1})
     return group_runs(records)
 
 
-def test_tradeoff_and_parts_figures_with_many_long_labels(tmp_path: Path) -> None:
-    rows = _rows(14)
+@pytest.mark.parametrize("decades", [6, 0.4])
+def test_tradeoff_and_parts_figures_with_many_long_labels(tmp_path: Path, decades: float) -> None:
+    """Wide and narrow cost ranges: the narrow one (the tiny CIFAR ResNets: 270K-660K params) is where matplotlib's
+    own log labels (2x10^5, 3x10^5, ...) ran into each other."""
+    rows = _rows(14, decades)
     for cost in ("params", "macs"):
         path = plot_tradeoff(rows, cost, tmp_path / f"{cost}.png")
         assert Image.open(path).text["Layout"] == "ok", Image.open(path).text
