@@ -3,7 +3,7 @@ exactly as an uninterrupted one would (`ResumeState`, a callback every run insta
 
 * the RNG states (torch, CUDA, Python, NumPy), as tensors and tuples so that `weights_only` loading accepts them;
 * the best validation accuracy so far (`val/acc_best`);
-* EVERY rank's training sums of the epoch the checkpoint was taken in (accuracy states, loss sum, image count;
+* EVERY rank's training sums of the epoch the checkpoint was taken in (loss sum, correct counts, image count;
   gathered on rank 0's checkpoint: a collective, fine because every rank saves), so the resumed epoch's train/*
   counts the batches before the interruption;
 * the epoch's train/* row when the checkpoint was taken after the epoch's last batch but before the loggers wrote

@@ -1,8 +1,9 @@
 """`Classifier`: the LightningModule around any network of the zoo (or any nn.Module mapping images to logits).
 
-Loss: cross-entropy with optional label smoothing. Metrics: top-1/top-5 accuracy (torchmetrics) per split, and
-`val/acc_best` (MaxMetric). Optimizer and schedule: `models.train.optim`. A non-finite loss stops the run within the
-step that produced it (`Diverged`), before backward touches the weights.
+Loss: cross-entropy with optional label smoothing. Metrics: loss and top-1/top-5 accuracy per split, summed on the
+device (`models.train.accuracy.SplitCounts`: no host sync per batch), and `val/acc_best` (MaxMetric). Optimizer and
+schedule: `models.train.optim`. A non-finite loss stops the run within the step that produced it (`Diverged`), before
+backward touches the weights; on a GPU, within `check_finite_every` steps (the first bad step is still named).
 """
 
 from __future__ import annotations
@@ -18,23 +19,14 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric
 
 from models.errors import ConfigError
+from models.train.accuracy import LossWatch, SplitCounts
 from models.train.optim import LRSchedule, OptimConfig, make_optimizer
 from models.train.records import Diverged
 
-_TRAIN_METRICS = ("train_acc", "train_acc_top5")
 log = logging.getLogger("models.train")
-
-
-def _mean() -> MeanMetric:
-    """A loss mean without the NaN check that syncs the host on every update (the run has its own finite watch)."""
-    try:
-        return MeanMetric(nan_strategy="disable")
-    except ValueError:  # torchmetrics before "disable" existed
-        return MeanMetric()
 
 
 def compiler_error(error: BaseException) -> bool:
@@ -42,11 +34,6 @@ def compiler_error(error: BaseException) -> bool:
     names = [type(e).__module__ + "." + type(e).__name__ for e in (error, error.__cause__) if e is not None]
     return any(n.startswith(("torch._dynamo", "torch._inductor", "torch._functorch")) or "CompileError" in n
                or "BackendCompilerFailed" in n for n in names)
-
-
-def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
-    # validate_args=False: inputs are our own logits/labels; the checks cost host syncs on every batch
-    return MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro", validate_args=False)
 
 
 def metric_state(metric: Any) -> dict[str, torch.Tensor]:
@@ -103,16 +90,12 @@ class Classifier(pl.LightningModule):
         self.compile_fallback: str | None = None  # the compiler's reason, when the run went on eager
         self.cuda_graphs = cuda_graphs  # each step starts a new CUDA-graph replay (models.train.graphs)
         self.check_finite_every = max(1, int(check_finite_every))
-        self._first_bad: torch.Tensor | None = None  # first optimizer step whose loss was not finite (-1: none)
-        self.metrics = nn.ModuleDict({
-            f"{split}_{name}": _accuracy(num_classes, k)
-            for split in ("train", "val", "test") for name, k in (("acc", 1), ("acc_top5", 5))
-        })
-        self.val_loss, self.test_loss = _mean(), _mean()
+        self._losses = LossWatch(self.check_finite_every)  # the deferred finite watch's device buffer
+        # Each split's loss and accuracy sums, on the device (no per-step self.log: see training_step)
+        self.counts = nn.ModuleDict({f"{split}_counts": SplitCounts(num_classes, (1, 5))
+                                     for split in ("train", "val", "test")})
         self.val_acc_best = MaxMetric()
-        # Training loss of the epoch, accumulated on the device (no per-step self.log: see training_step)
-        self._train_loss_sum: torch.Tensor | None = None
-        self._train_images = 0
+        self._train_images = 0  # this rank's images of the epoch so far, on the host
         self._epoch_row: dict[str, float] | None = None  # the last epoch's train/*, while not yet written
         self._test_prefix = "test"  # see evaluating_as()
 
@@ -150,42 +133,36 @@ class Classifier(pl.LightningModule):
 
     def _watch_finite(self, loss: torch.Tensor) -> None:
         """Stop on a non-finite loss. Every step (check_finite_every=1: a host sync per step, detection within the
-        step, before backward) or every N steps (CUDA: no per-step sync; the first bad step is kept on the device,
+        step, before backward) or every N steps (CUDA: no per-step sync; the step's loss goes into a device buffer,
         and FiniteGuard checks the weights before any checkpoint). All ranks decide together: DDP never hangs."""
         if self.check_finite_every == 1:
             bad = not bool(torch.isfinite(loss.detach()))
             if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
                 raise Diverged(self.global_step, f"training loss is {float(loss.detach())}")
             return
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.int64, device=loss.device)
-        bad = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
-        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, self.global_step), self._first_bad)
-        if (self.global_step + 1) % self.check_finite_every == 0:
+        if self._losses.full(self.global_step):
             self.raise_if_diverged()
+        self._losses.add(self.global_step, loss)
 
     def raise_if_diverged(self) -> None:
         """The deferred check (one host sync): Diverged at the first step whose loss was not finite."""
-        first = -1 if self._first_bad is None else int(self._first_bad)
+        first = self._losses.first_bad()
         if self.trainer.strategy.reduce_boolean_decision(first >= 0, all=False):
             raise Diverged(first if first >= 0 else self.global_step, "training loss was not finite")
 
     # ------------------------------------------------------------------ train
     # Speed: each self.log() costs ~1 ms of Python on every step (Lightning moves its result object to the device),
-    # and logging a torchmetrics object also copies its state. So per step we only update the accuracy metrics and
-    # a device-side loss sum; step values go to the loggers on the steps they actually write (log_every_n_steps),
-    # epoch values once at epoch end. Logged keys are unchanged: train/loss_step, train/loss_epoch, train/acc,
-    # train/acc_top5, train/lr.
+    # and logging a torchmetrics object also copies its state. So per step we only add to the split's device-side
+    # sums (models.train.accuracy: a few kernels, no host sync); step values go to the loggers on the steps they
+    # actually write (log_every_n_steps), epoch values once at epoch end. Logged keys are unchanged:
+    # train/loss_step, train/loss_epoch, train/acc, train/acc_top5, train/lr.
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._step(batch)
         self._watch_finite(loss)
         with torch.no_grad():
-            logits_d, loss_d = logits.detach(), loss.detach()
-            self.metrics["train_acc"].update(logits_d, y)
-            self.metrics["train_acc_top5"].update(logits_d, y)
-            n = y.numel()
-            self._train_loss_sum = loss_d * n if self._train_loss_sum is None else self._train_loss_sum + loss_d * n
-            self._train_images += n
+            loss_d = loss.detach()
+            self.counts["train_counts"].update(logits.detach(), y, loss_d)
+            self._train_images += y.numel()
         connector = self.trainer._logger_connector
         if connector.should_update_logs or self.trainer.fast_dev_run:
             self._log_step_row(loss_d)
@@ -207,15 +184,13 @@ class Classifier(pl.LightningModule):
             self.val_acc_best.reset()
 
     def _train_epoch_metrics(self) -> dict[str, torch.Tensor]:
-        """The epoch's train/* (accuracy synced across ranks by compute(); the loss averaged over ranks)."""
-        loss = self.trainer.strategy.reduce(self._train_loss_sum / self._train_images, reduce_op="mean")
-        return {"train/loss_epoch": loss, "train/acc": self.metrics["train_acc"].compute(),
-                "train/acc_top5": self.metrics["train_acc_top5"].compute()}
+        """The epoch's train/* (summed across ranks by compute(): exact per-image means)."""
+        counts = self.counts["train_counts"].compute()
+        return {"train/loss_epoch": counts["loss"], "train/acc": counts["acc"], "train/acc_top5": counts["acc_top5"]}
 
     def _reset_train_sums(self) -> None:
-        self.metrics["train_acc"].reset()
-        self.metrics["train_acc_top5"].reset()
-        self._train_loss_sum, self._train_images = None, 0
+        self.counts["train_counts"].reset()
+        self._train_images = 0
 
     def on_train_epoch_start(self) -> None:
         self._epoch_row = None  # the previous epoch's row has reached the loggers by now
@@ -232,25 +207,17 @@ class Classifier(pl.LightningModule):
         self._epoch_row = None
 
     # ------------------------------------------------------------------ eval
-    # Same pattern: per batch only metric updates (exact per-image means across uneven batches and ranks), one log
+    # Same pattern: per batch only the split's sums (exact per-image means across uneven batches and ranks), one log
     # per key at epoch end.
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
-        self.metrics["val_acc"].update(logits, y)
-        self.metrics["val_acc_top5"].update(logits, y)
-        self.val_loss.update(loss, weight=y.numel())
+        self.counts["val_counts"].update(logits, y, loss)
 
     def on_validation_epoch_end(self) -> None:
-        kw = {"on_step": False, "on_epoch": True, "sync_dist": True}  # values are already synced by compute()
-        acc = self.metrics["val_acc"].compute()
-        self.log("val/loss", self.val_loss.compute(), prog_bar=True, **kw)
-        self.log("val/acc", acc, prog_bar=True, **kw)
-        self.log("val/acc_top5", self.metrics["val_acc_top5"].compute(), **kw)
-        for m in (self.val_loss, self.metrics["val_acc"], self.metrics["val_acc_top5"]):
-            m.reset()
+        counts = self._log_split("val", "val_counts")
         if self.trainer.sanity_checking:
             return
-        self.val_acc_best(acc)
+        self.val_acc_best(counts["acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     @contextlib.contextmanager
@@ -264,17 +231,19 @@ class Classifier(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
-        self.metrics["test_acc"].update(logits, y)
-        self.metrics["test_acc_top5"].update(logits, y)
-        self.test_loss.update(loss, weight=y.numel())  # exact per-image mean across uneven last batches and ranks
+        self.counts["test_counts"].update(logits, y, loss)
 
     def on_test_epoch_end(self) -> None:
-        p, kw = self._test_prefix, {"on_step": False, "on_epoch": True, "sync_dist": True}
-        self.log(f"{p}/loss", self.test_loss.compute(), **kw)
-        self.log(f"{p}/acc", self.metrics["test_acc"].compute(), **kw)
-        self.log(f"{p}/acc_top5", self.metrics["test_acc_top5"].compute(), **kw)
-        for m in (self.test_loss, self.metrics["test_acc"], self.metrics["test_acc_top5"]):
-            m.reset()
+        self._log_split(self._test_prefix, "test_counts")
+
+    def _log_split(self, prefix: str, name: str) -> dict[str, torch.Tensor]:
+        """<prefix>/loss, /acc, /acc_top5 of an evaluation loop (summed across ranks by compute()); sums reset."""
+        counts = self.counts[name].compute()
+        for key, value in counts.items():  # sync_dist: the values are the same on every rank already
+            self.log(f"{prefix}/{key}", value, on_step=False, on_epoch=True, sync_dist=True,
+                     prog_bar=prefix == "val" and key != "acc_top5")
+        self.counts[name].reset()
+        return counts
 
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> dict[str, Any]:
@@ -287,20 +256,17 @@ class Classifier(pl.LightningModule):
 
     # ----------------------------------------------------------- the epoch sums (models.train.history saves them)
     def train_sums(self) -> dict[str, torch.Tensor]:
-        """This rank's running sums of the epoch as tensors: the accuracy metrics' states, loss sum, image count."""
-        loss = self._train_loss_sum if self._train_loss_sum is not None else torch.zeros((), device=self.device)
-        state = {"loss_sum": loss.detach().float(), "images": torch.tensor(self._train_images, device=self.device)}
-        for name in _TRAIN_METRICS:
-            state.update({f"{name}/{k}": v for k, v in metric_state(self.metrics[name]).items()})
-        return state
+        """This rank's running sums of the epoch as tensors (loss, correct at each rank, images)."""
+        return {f"counts/{k}": v for k, v in metric_state(self.counts["train_counts"]).items()}
 
     def load_train_sums(self, state: dict[str, torch.Tensor]) -> None:
-        """Continue the epoch from `train_sums()` of an earlier process (same rank)."""
-        for name in _TRAIN_METRICS:
-            load_metric_state(self.metrics[name], {k.split("/", 1)[1]: v for k, v in state.items()
-                                                   if k.startswith(f"{name}/")})
-        self._train_images = int(state["images"])
-        self._train_loss_sum = state["loss_sum"].to(self.device) if self._train_images else None
+        """Continue the epoch from `train_sums()` of an earlier process (same rank). Sums saved by code that counted
+        accuracy differently are dropped whole (the epoch is then counted from the restart, loss and accuracy alike)."""
+        if not set(self.train_sums()) <= set(state):
+            return
+        counts = self.counts["train_counts"]
+        load_metric_state(counts, {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("counts/")})
+        self._train_images = int(counts.images)
 
     @property
     def unwritten_epoch_row(self) -> dict[str, float] | None:

@@ -7,11 +7,13 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 
 import models
 from models.errors import ConfigError
-from models.train.module import Classifier, _accuracy
+from models.train.accuracy import LossWatch, SplitCounts
+from models.train.module import Classifier
 from models.train.optim import LRSchedule, OptimConfig, param_groups
 
 
@@ -48,9 +50,14 @@ def test_top1_and_top5_accuracy() -> None:
                            [0.0, 0, 0, 0, 0, 0, 0, 0, 0, 9],     # label 9: top-1
                            [9.0, 8, 7, 6, 5, 4, 3, 2, 1, 0]])    # label 9: neither
     y = torch.tensor([4, 9, 9])
-    assert _accuracy(10, 1)(logits, y).item() == pytest.approx(1 / 3)
-    assert _accuracy(10, 5)(logits, y).item() == pytest.approx(2 / 3)
-    assert _accuracy(3, 5).top_k == 3  # top-5 on fewer than 5 classes is capped, not an error
+    counts = SplitCounts(10, (1, 5))
+    counts.update(logits[:2], y[:2], torch.tensor(1.0))  # uneven batches: per-image means
+    counts.update(logits[2:], y[2:], torch.tensor(4.0))
+    assert {k: v.item() for k, v in counts.compute().items()} == pytest.approx(
+        {"loss": 2.0, "acc": 1 / 3, "acc_top5": 2 / 3})
+    few = SplitCounts(3, (1, 5))  # top-5 on fewer than 5 classes is capped at 3, not an error
+    few.update(torch.tensor([[0.0, 2, 1], [3.0, 2, 1]]), torch.tensor([2, 2]), torch.tensor(0.5))
+    assert few.ks == (1, 3) and few.compute()["acc"] == 0 and few.compute()["acc_top5"] == 1
 
 
 def test_multistep_he_et_al_fractions_of_64k() -> None:
@@ -249,3 +256,77 @@ def test_evaluation_timing_syncs_once_per_loop_not_per_batch() -> None:
                  datamodule=DigitsDataModule(image_size=8, batch_size=32), verbose=False)
     assert Counting.syncs == 2  # after the warm-up batch and at the loop's end, not after each of the 5 batches
     assert meter.eval.images == 4 * 32 and meter.eval.rate() > 0
+
+
+class _OpCount(TorchDispatchMode):
+    """The aten ops run inside the block (each one a kernel launch on a GPU, except views); `.item()`-like host
+    syncs show as `_local_scalar_dense`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+_VIEWS = {"detach", "select", "unsqueeze", "view", "alias", "slice", "t", "expand"}
+
+
+def test_the_records_of_a_step_cost_a_few_kernels_and_no_host_sync() -> None:
+    """What a step does beyond the network and the loss (accuracy top-1/top-5, loss sum, deferred finite watch, the
+    eval means) runs as a few device kernels without a host sync: under CUDA graphs each is eager work around a
+    replay, and a sync stalls the launch queue (torchmetrics' accuracy synced twice per batch and per k, ~70 ops)."""
+    from data.digits import DigitsDataModule
+
+    counts: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
+
+    class Counted(Classifier):
+        def _count(self, split: str, hook, batch, i):
+            out = self._step(batch)  # the network and the loss: not counted
+            self._step = lambda b: out
+            try:
+                with _OpCount() as c:
+                    result = hook(self, batch, i)
+            finally:
+                del self._step
+            counts[split].append(c.ops)
+            return result
+
+        def training_step(self, batch, i):
+            return self._count("train", Classifier.training_step, batch, i)
+
+        def validation_step(self, batch, i):
+            return self._count("val", Classifier.validation_step, batch, i)
+
+        def test_step(self, batch, i):
+            return self._count("test", Classifier.test_step, batch, i)
+
+    module = Counted(models.build("resnet20", num_classes=10), 10, check_finite_every=50)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, max_epochs=1, limit_train_batches=4, limit_val_batches=2,
+                         limit_test_batches=2, num_sanity_val_steps=0, log_every_n_steps=1000)
+    dm = DigitsDataModule(image_size=8, batch_size=16)
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm, verbose=False)
+    for split, steps in counts.items():
+        assert steps, split
+        for ops in steps[1:]:  # the first step allocates the sums
+            kernels = [op for op in ops if op not in _VIEWS]
+            assert "_local_scalar_dense" not in ops, (split, ops)
+            assert len(kernels) <= 10, (split, kernels)
+    logged = trainer.callback_metrics  # (the counts themselves: test_top1_and_top5_accuracy, the DDP test)
+    assert 0 <= logged["test/acc"] <= logged["test/acc_top5"] <= 1 and logged["test/loss"] > 0
+
+
+def test_the_deferred_finite_watch_names_the_first_bad_step() -> None:
+    watch = LossWatch(every=4)
+    for step, loss in [(10, 1.0), (11, float("nan")), (11, 2.0), (12, float("inf")), (13, 1.0)]:
+        assert not watch.full(step)
+        watch.add(step, torch.tensor(loss))  # step 11 twice: micro-batches of one step; the NaN is kept
+    assert watch.full(14)
+    assert watch.first_bad() == 11
+    assert watch.first_bad() == -1  # emptied by the check
+    watch.add(20, torch.tensor(3.0))
+    assert watch.first_bad() == -1
