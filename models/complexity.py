@@ -30,13 +30,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.network import model_parts
+
 GROUPS = ("stem", "stages", "head")  # stage1..N are summed into "stages" for share columns and figures
+
+
+def in_group(part: str, group: str) -> bool:
+    """Whether a part (stem, stage1..N, head) belongs to a group of GROUPS (stage1..N are "stages")."""
+    return part.startswith("stage") if group == "stages" else part == group
 
 
 def group_totals(per_part: Mapping[str, float]) -> dict[str, float]:
     """{stem, stages, head} totals of a {part name: value} mapping (stage1..N summed)."""
-    return {g: sum(v for name, v in per_part.items() if (name.startswith("stage") if g == "stages" else name == g))
-            for g in GROUPS}
+    return {g: sum(v for name, v in per_part.items() if in_group(name, g)) for g in GROUPS}
+
+
+def _traffic(layers: list[LayerStats], element_bytes: int, batch: int) -> tuple[int, float | None]:
+    """(bytes moved, FLOPs per byte) of some layers: the sums over them (unfused); None when nothing moves."""
+    moved = sum(layer.bytes_moved(element_bytes, batch) for layer in layers)
+    return moved, (2 * batch * sum(layer.macs for layer in layers) / moved if moved else None)
 
 
 @dataclass(frozen=True)
@@ -105,10 +117,9 @@ class Complexity:
         return self.groups(key)[group] / total if total else 0.0
 
     def part_traffic(self, name: str, element_bytes: int = 4, batch: int = 1) -> tuple[int, float]:
-        """(bytes moved, FLOPs per byte) of a part: the sums over its layers (unfused)."""
-        own = [layer for layer in self.layers if layer.part == name]
-        moved = sum(layer.bytes_moved(element_bytes, batch) for layer in own)
-        return moved, (2 * batch * sum(layer.macs for layer in own) / moved if moved else 0.0)
+        """(bytes moved, FLOPs per byte) of a part: the sums over all its layers (unfused)."""
+        moved, intensity = _traffic([layer for layer in self.layers if layer.part == name], element_bytes, batch)
+        return moved, intensity or 0.0
 
     def group_reuse(self, group: str) -> float | None:
         """MACs per parameter of stem / stages / head (None: no parameters there)."""
@@ -116,11 +127,9 @@ class Complexity:
         return self.groups("macs")[group] / params if params else None
 
     def group_intensity(self, group: str, element_bytes: int = 4, batch: int = 1) -> float | None:
-        """FLOPs per byte moved (unfused) by the layers of stem / stages / head (None: no layer there)."""
-        own = [layer for layer in self.layers if layer.macs and (layer.part.startswith("stage") if group == "stages"
-                                                                 else layer.part == group)]
-        moved = sum(layer.bytes_moved(element_bytes, batch) for layer in own)
-        return 2 * batch * sum(layer.macs for layer in own) / moved if moved else None
+        """FLOPs per byte moved (unfused) by the conv/linear layers of stem / stages / head (None: none there)."""
+        own = [layer for layer in self.layers if layer.macs and in_group(layer.part, group)]
+        return _traffic(own, element_bytes, batch)[1]
 
     def summary(self) -> dict[str, Any]:
         """Flat keys for run records and dashboards: params, macs, flops, params/<part>, macs_share/<part>, ..."""
@@ -158,16 +167,12 @@ def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tuple
     return outputs * per_output, outputs if module.bias is not None else 0
 
 
-def _parts(model: nn.Module) -> dict[str, nn.Module]:
-    return model.parts() if hasattr(model, "parts") else {"model": model}
-
-
 class _Recorder:
     """Forward hooks on every leaf layer and every part of `model`: what each computes, per image."""
 
     def __init__(self, model: nn.Module) -> None:
         self.part_of: dict[nn.Module, str] = {}
-        for part, module in _parts(model).items():
+        for part, module in model_parts(model).items():
             for sub in module.modules():
                 self.part_of.setdefault(sub, part)
         self.layers: list[LayerStats] = []
@@ -175,7 +180,7 @@ class _Recorder:
         self.bias_adds = 0
         self.handles = [m.register_forward_hook(self._leaf(n)) for n, m in model.named_modules()
                         if not list(m.children()) and n]
-        self.handles += [m.register_forward_hook(self._part(n)) for n, m in _parts(model).items()]
+        self.handles += [m.register_forward_hook(self._part(n)) for n, m in model_parts(model).items()]
 
     def _leaf(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -222,7 +227,7 @@ def profile(model: nn.Module, input_size: int | tuple[int, int], in_channels: in
         cross_check(work, x, layer_macs, bias_adds)
     parts = [PartStats(name, sum(p.numel() for p in module.parameters()),
                        sum(layer.macs for layer in layers if layer.part == name), recorder.part_out.get(name, 0))
-             for name, module in _parts(model).items()]
+             for name, module in model_parts(model).items()]
     return Complexity((h, w), total, trainable, layer_macs, bias_adds, parts, layers)
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from models.complexity import group_totals
+from models.network import model_parts
 
 HALF = ("bf16", "bf16-mixed", "16", "16-mixed", "fp16", "bf16-true", "16-true")
 GIB = 2**30
@@ -156,10 +157,6 @@ class _SavedTensors:
             handle.remove()
 
 
-def _parts(model: nn.Module) -> dict[str, nn.Module]:
-    return model.parts() if hasattr(model, "parts") else {"model": model}
-
-
 def _saved_at(model: nn.Module, batch: int, shape: tuple[int, int, int], names: dict[nn.Module, str]
               ) -> _SavedTensors:
     first = next(model.parameters(), None)
@@ -175,14 +172,14 @@ def _saved_at(model: nn.Module, batch: int, shape: tuple[int, int, int], names: 
 
 def profile_memory(model: nn.Module, input_size: int | tuple[int, int], in_channels: int | None = None
                    ) -> Memory:
-    """Saved activations per layer (batch 1 and 2, train mode), parameters and weights of `model`. A model not on
-    the meta device is copied there first (pass one built under `torch.device("meta")` to skip the copy)."""
+    """Saved activations per layer (counted at batches 2 and 3, train mode), parameters and weights of `model`. A
+    model not on the meta device is copied there first (pass one built under `torch.device("meta")` to skip it)."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     in_channels = in_channels or getattr(getattr(model, "spec", None), "in_channels", 3)
     first = next(model.parameters(), None)
     work = model if first is None or first.device.type == "meta" else copy.deepcopy(model).to("meta")
     training = work.training
-    part_of = {sub: part for part, module in _parts(work).items() for sub in module.modules()}
+    part_of = {sub: part for part, module in model_parts(work).items() for sub in module.modules()}
     names = {m: n for n, m in work.named_modules() if n and not list(m.children())}
     names.update({m: n for n, m in work.named_modules() if n and list(m.children())})  # blocks: their own ops
     try:

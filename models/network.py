@@ -59,3 +59,8 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def model_parts(model: nn.Module) -> dict[str, nn.Module]:
+    """The parts accounting splits a model into: a Net's stem, stages and head; any other module as one "model"."""
+    return model.parts() if hasattr(model, "parts") else {"model": model}

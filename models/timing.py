@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from models.errors import ConfigError
+from models.network import model_parts
 
 PRECISIONS = {"32": torch.float32, "32-true": torch.float32, "fp32": torch.float32,
               "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16, "16": torch.float16, "16-mixed": torch.float16,
@@ -113,10 +114,6 @@ class ModelTiming:
     def reliable(self) -> bool:
         return not self.problems
 
-    @property
-    def repeats(self) -> int:  # the number of timed runs each median is over
-        return self.rounds
-
     def share(self, part: str, key: str = "fwdbwd_ms") -> float:
         """The part's share of the parts' summed time (shares add up to 1)."""
         total = sum(getattr(p, key) for p in self.parts)
@@ -124,7 +121,7 @@ class ModelTiming:
 
     def parts_sum_ratio(self) -> float:
         """Sum of the parts' forward+backward times over the whole network's (1: they add up)."""
-        return sum(p.fwdbwd_ms for p in self.parts) / self.total.fwdbwd_ms if self.total.fwdbwd_ms else float("nan")
+        return _parts_ratio(self.total, self.parts)
 
     def summary(self) -> dict[str, Any]:
         """Flat record keys, PER IMAGE: time/<part>/fwd_ms, time/<part>/fwdbwd_ms, time/<part>/fwdbwd_iqr_ms,
@@ -141,6 +138,10 @@ class ModelTiming:
         return out
 
 
+def _parts_ratio(total: Timed, parts: list[Timed]) -> float:
+    return sum(p.fwdbwd_ms for p in parts) / total.fwdbwd_ms if total.fwdbwd_ms else float("nan")
+
+
 def consistency_problems(total: Timed, parts: list[Timed]) -> list[str]:
     """What contradicts itself in one measurement (see the module docstring); [] when nothing does."""
     problems = []
@@ -155,7 +156,7 @@ def consistency_problems(total: Timed, parts: list[Timed]) -> list[str]:
             problems.append(f"{p.name}'s time varied by {p.spread:.0%} (IQR/median)")
         if share >= 0.01 and p.fwd_ms > FWD_SLACK * p.fwdbwd_ms:
             problems.append(f"{p.name}: forward {p.fwd_ms:.3g} ms > forward+backward {p.fwdbwd_ms:.3g} ms")
-    ratio = sum(p.fwdbwd_ms for p in parts) / whole if whole else float("nan")
+    ratio = _parts_ratio(total, parts)
     if parts and not abs(ratio - 1) <= PARTS_TOLERANCE:
         problems.append(f"the parts add up to {ratio:.0%} of the whole network's time")
     return problems
@@ -221,13 +222,9 @@ class _Subject:
                      statistics.median(self.both), _iqr(self.fwd), _iqr(self.both))
 
 
-def _parts(model: nn.Module) -> dict[str, nn.Module]:
-    return model.parts() if hasattr(model, "parts") else {"model": model}
-
-
 def _leaves(model: nn.Module) -> Iterator[tuple[str, str, nn.Module]]:
     part_of: dict[nn.Module, str] = {}
-    for part, module in _parts(model).items():
+    for part, module in model_parts(model).items():
         for sub in module.modules():
             part_of.setdefault(sub, part)
     for name, module in model.named_modules():
@@ -299,8 +296,9 @@ def measure(model: nn.Module, input_size: int, batch_size: int = 1, device: str 
             x = x.contiguous(memory_format=torch.channels_last)
         clock, cast = _Clock(device), (lambda: _autocast(device, dtype))
         leaves = list(_leaves(model)) if layers else []
-        inputs = _capture_inputs(model, x, {**_parts(model), **{f"layer:{n}": m for n, _, m in leaves}}, cast)
-        parts = [_Subject(n, n, m, inputs[n], i > 0) for i, (n, m) in enumerate(_parts(model).items()) if n in inputs]
+        named_parts = model_parts(model)
+        inputs = _capture_inputs(model, x, {**named_parts, **{f"layer:{n}": m for n, _, m in leaves}}, cast)
+        parts = [_Subject(n, n, m, inputs[n], i > 0) for i, (n, m) in enumerate(named_parts.items()) if n in inputs]
         timed_layers = [_Subject(n, part, m, inputs[f"layer:{n}"], i > 0)  # the first layer's input is the image
                         for i, (n, part, m) in enumerate(leaves) if f"layer:{n}" in inputs]
         total = _Subject("total", "model", model, x, False)

@@ -199,9 +199,10 @@ def timing_note(rows: Sequence[ModelComplexity]) -> str:
     t = rows[0].timing
     threads = f", {torch.get_num_threads()} threads" if t.device == "cpu" else ""
     rounds = sorted({r.timing.rounds for r in rows})
+    span = str(rounds[0]) if len(rounds) == 1 else f"{rounds[0]}-{rounds[-1]}"
     return (f"Time: measured on {device_name(t.device)} ({t.device}{threads}, precision {t.precision}, batch "
             f"{t.batch_size}{', channels_last' if t.channels_last else ''}), forward+backward in train mode, median of "
-            f"{'-'.join(map(str, (rounds[0], rounds[-1])[: 1 + (len(rounds) > 1)]))} rounds after warm-up (the "
+            f"{span} rounds after warm-up (the "
             "whole network and its parts timed interleaved), per image; the time shares split the sum of the "
             "parts' times (parts timed one by one on the inputs they get in the network).")
 

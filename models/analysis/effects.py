@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.analysis.runs import ACC, Configuration, varied_columns
+from models.analysis.runs import ACC, Configuration, config_without, varied_columns
 
 METRICS = (("test top-1", ACC), ("params", "params"), ("MACs", "macs"), ("train memory GiB", "memory/peak_bytes"),
            ("fwd+bwd ms/image", "time/total/fwdbwd_ms"), ("train img/s", "train/images_per_s"))
@@ -70,8 +70,7 @@ def _by_seed(row: Configuration, key: str) -> dict[Any, float]:
 
 
 def _rest(row: Configuration, axis: str) -> str:
-    skip = {axis, "model", "model/name", *FOLLOWS.get(axis, ())}
-    return repr(sorted((k, repr(v)) for k, v in row.config.items() if k not in skip))
+    return config_without(row, {axis, "model", "model/name", *FOLLOWS.get(axis, ())})
 
 
 def effects(rows: Sequence[Configuration]) -> list[Effect]:

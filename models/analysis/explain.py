@@ -28,7 +28,7 @@ from models.complexity import profile
 from models.errors import ConfigError
 from models.memory import profile_memory
 from models.network import Net
-from models.presets import get_preset, get_spec
+from models.presets import get_preset, get_spec, list_presets
 from models.spec import NetSpec, knob_names
 from models.timing import measure
 
@@ -77,8 +77,8 @@ def resolve(entry: str | Mapping[str, Any], key: str, num_classes: int | None) -
     knobs = {"name": entry} if isinstance(entry, str) else dict(entry)
     label = str(knobs.pop("label", "") or "")
     name = knobs.get("name")
-    if name is not None and str(name) not in _preset_names():
-        raise ConfigError(f"{key}={name} is not a known preset: choose one of {', '.join(_preset_names())}")
+    if name is not None and str(name) not in list_presets():
+        raise ConfigError(f"{key}={name} is not a known preset: choose one of {', '.join(list_presets())}")
     if num_classes is not None:
         knobs["num_classes"] = num_classes
     try:
@@ -91,12 +91,6 @@ def resolve(entry: str | Mapping[str, Any], key: str, num_classes: int | None) -
     size = get_preset(str(name)).input_size if name else 224
     raw = {k: v for k, v in spec.knobs().items() if k in knob_names()}
     return Network(label, canonical(spec.knobs()), size, raw)
-
-
-def _preset_names() -> list[str]:
-    from models.presets import list_presets
-
-    return list_presets()
 
 
 def differing(a: Network, b: Network) -> list[str]:

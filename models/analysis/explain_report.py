@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.analysis.explain import Explanation
+from models.analysis.explain import CHOICES, Explanation
 from models.analysis.figures import plot_waterfall
 from models.memory import GIB
 from models.utils.tables import markdown, write_csv
@@ -66,8 +66,6 @@ def note(e: Explanation) -> str:
 
 
 def as_json(e: Explanation) -> dict[str, Any]:
-    from models.analysis.explain import CHOICES
-
     return {"a": e.a.label, "b": e.b.label, "input_size": e.input_size, "memory_batch": e.memory_batch,
             "choices": {c: {k: [_plain(e.a.knobs[k]), _plain(e.b.knobs[k])] for k in CHOICES[c]
                             if e.a.knobs[k] != e.b.knobs[k]} for c in e.choices},

@@ -5,13 +5,14 @@ come from, and its layout verdict (`models.utils.plotting.finish`)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.analysis.runs import ACC, Configuration, context
+from models.analysis.runs import ACC, Configuration, config_without, context
 from models.complexity import GROUPS
 from models.utils.plotting import finish, keep_labels_inside, log_axis, pyplot, wrap
 
@@ -95,15 +96,12 @@ TWIN_KNOBS = ("model", "model/name", "model/residual", "model/shortcut", "model/
 def residual_twins(rows: Sequence[Configuration]) -> list[tuple[int, Configuration, Configuration]]:
     """(depth, plain, residual) pairs of rows that differ ONLY in the skip connections (He et al.'s plain-n vs
     ResNet-n: same layers, same everything else)."""
-    def rest(r: Configuration) -> str:
-        return repr(sorted((k, repr(v)) for k, v in r.config.items() if k not in TWIN_KNOBS))
-
     pairs = []
     for plain in (r for r in rows if r.config.get("model/residual") is False):
         for res in (r for r in rows if r.config.get("model/residual") is True):
-            same_layers = plain.config.get("model/depths") == res.config.get("model/depths")
-            if same_layers and rest(plain) == rest(res) and plain.stat(ACC)[0] is not None \
-                    and res.stat(ACC)[0] is not None:
+            twins = plain.config.get("model/depths") == res.config.get("model/depths") and \
+                config_without(plain, TWIN_KNOBS) == config_without(res, TWIN_KNOBS)
+            if twins and plain.stat(ACC)[0] is not None and res.stat(ACC)[0] is not None:
                 pairs.append((int(plain.config.get("model/depth") or 0), plain, res))
     return sorted(pairs, key=lambda p: p[0])
 
@@ -162,7 +160,7 @@ def plot_layer_profile(rows: Sequence[Any], path: str | Path) -> Path:
     axes[0, 0].legend(loc="upper right", ncol=3, fontsize=8)
     axes[-1, 0].set_xlabel("conv / linear layers in network order; ticks mark where each part starts")
     t = rows[0].timing
-    note = f"time: {t.device}, precision {t.precision}, batch {t.batch_size}, median of {t.repeats} runs"
+    note = f"time: {t.device}, precision {t.precision}, batch {t.batch_size}, median of {t.rounds} runs"
     return finish(fig, path, note)
 
 
@@ -233,16 +231,8 @@ def plot_waterfall(start: tuple[str, float], steps: Sequence[tuple[str, float]],
     ax.set_ylabel(ylabel)
     ax.set_title(wrap(title, 80), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_ylim(0, 1.15 * max(start[1], end[1], *(_running(start[1], steps))))
+    ax.set_ylim(0, 1.15 * max(itertools.accumulate((delta for _, delta in steps), initial=start[1])))
     return finish(fig, path, note)
-
-
-def _running(start: float, steps: Sequence[tuple[str, float]]) -> list[float]:
-    levels, level = [], start
-    for _, delta in steps:
-        level += delta
-        levels.append(level)
-    return levels
 
 
 def plot_roadmap(steps: Sequence[tuple[str, float | None, float | None, int, float, float]], path: str | Path,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,11 @@ def column_name(key: str, keys: Sequence[str] = ()) -> str:
     if sum(k.rsplit("/", 1)[-1] == short for k in keys) > 1:
         short = key
     return short.replace("_", " ").replace("/", " ")
+
+
+def config_without(row: Configuration, skip: Collection[str]) -> str:
+    """A key for the row's configuration without the `skip` knobs: equal for rows that differ only in those."""
+    return repr(sorted((k, repr(v)) for k, v in row.config.items() if k not in skip))
 
 
 def _values(rows: Sequence[Configuration], key: str) -> list[str]:

@@ -37,14 +37,18 @@ GPU = ["trainer=gpu", "trainer.precision=bf16-mixed", "channels_last=true", "log
        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "measure.parts=false"]
 
 
+def _resnet20(workdir: Path, every: int) -> list[str]:
+    """A 60-step resnet20 run on synthetic CIFAR-format data, a checkpoint every `every` steps, on the GPU."""
+    root = synthetic_cifar(workdir, 4000)
+    return ["model=resnet20", "data=cifar10", f"data.root={root}", "data.verify=false", "data.val_size=500",
+            "trainer.max_steps=60", "trainer.max_epochs=2", "trainer.limit_val_batches=4",
+            "trainer.limit_test_batches=4", f"checkpoint.every_n_steps={every}", *GPU]
+
+
 def _run(workdir: Path, name: str, *extra: str) -> dict[str, Any]:
     from models.train.run import train
 
-    root = synthetic_cifar(workdir, 4000)
-    overrides = ["model=resnet20", "data=cifar10", f"data.root={root}", "data.verify=false", "data.val_size=500",
-                 "trainer.max_steps=60", "trainer.max_epochs=2", "trainer.limit_val_batches=4",
-                 "trainer.limit_test_batches=4", "checkpoint.every_n_steps=20", *GPU, *extra,
-                 f"run_dir={workdir / name}"]
+    overrides = [*_resnet20(workdir, 20), *extra, f"run_dir={workdir / name}"]
     return train(compose(overrides), overrides=overrides)
 
 
@@ -69,11 +73,7 @@ def check_graphs(workdir: Path) -> tuple[bool, str]:
 
 
 def check_resume(workdir: Path) -> tuple[bool, str]:
-    root = synthetic_cifar(workdir, 4000)
-    args = ["model=resnet20", "data=cifar10", f"data.root={root}", "data.verify=false", "data.val_size=500",
-            "trainer.max_steps=60", "trainer.max_epochs=2", "trainer.limit_val_batches=4",
-            "trainer.limit_test_batches=4", "checkpoint.every_n_steps=10", "compile=auto",
-            "trainer.deterministic=true", "trainer.benchmark=false", *GPU]
+    args = [*_resnet20(workdir, 10), "compile=auto", "trainer.deterministic=true", "trainer.benchmark=false"]
     script = [sys.executable, str(REPO / "scripts" / "train.py"), *args]
     run_dir = workdir / "resumed"
     proc = subprocess.Popen([*script, f"hydra.run.dir={run_dir}"], stdout=subprocess.DEVNULL,

@@ -35,7 +35,7 @@ from models.bench.case import Case
 from models.bench.minimal import Minimal, pipeline_rate
 from models.complexity import profile
 from models.network import Net
-from models.train.callbacks import RunMeter
+from models.train.callbacks import RunMeter, synced_now
 from models.train.run import train
 from models.utils.hydra import compose
 from models.utils.system import load_average
@@ -159,23 +159,17 @@ class StepClock(Callback):
         self.between = between
         self.ticks: list[tuple[int, int, float, int, float]] = []
 
-    @staticmethod
-    def _sync(trainer: Any) -> float:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize(trainer.strategy.root_device)
-        return time.perf_counter()
-
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         warmup, steps, windows = self.plan
         done = len(self.ticks) + 1
         boundary = done >= warmup and (done - warmup) % steps == 0 and (done - warmup) // steps <= windows
-        end = self._sync(trainer) if boundary else time.perf_counter()
+        end = synced_now(trainer) if boundary else time.perf_counter()
         restart = end
         if self.between is not None and boundary:
             meter = next(c for c in trainer.callbacks if isinstance(c, RunMeter))
             with meter.paused(trainer):
                 self.between((done - warmup) // steps)
-            restart = self._sync(trainer)  # the next step is timed from here
+            restart = synced_now(trainer)  # the next step is timed from here
         self.ticks.append((trainer.current_epoch, batch_idx, end, int(batch[0].shape[0]), restart))
 
 

@@ -46,7 +46,7 @@ class SplitCounts(Metric):
 
 class LossWatch:
     """Each optimizer step's training loss added into a device buffer of `every` slots (one kernel, no sync);
-    `check()` (one sync) finds the first step whose loss was not finite. Micro-batches of one step add into the
+    `first_bad()` (one sync) finds the first step whose loss was not finite. Micro-batches of one step add into the
     same slot, so a NaN is never overwritten."""
 
     def __init__(self, every: int) -> None:

@@ -31,6 +31,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from models.utils.system import device_name, gpu_peak, matmul_peak
 
 
+def synced_now(trainer: pl.Trainer) -> float:
+    """perf_counter once the run's device has finished what it was given (a CUDA sync; nothing on a CPU)."""
+    if trainer.strategy.root_device.type == "cuda":
+        torch.cuda.synchronize(trainer.strategy.root_device)
+    return time.perf_counter()
+
+
 def device_peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]:
     """(peak FLOP/s of one device, where the number comes from)."""
     if device.type == "cuda":
@@ -98,9 +105,7 @@ class RunMeter(Callback):
         self.measured: tuple[float, float] | None = None  # Unix times of the first and last measured step
 
     def _sync(self, trainer: pl.Trainer) -> float:
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize(trainer.strategy.root_device)
-        return time.perf_counter()
+        return synced_now(trainer)
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -5,6 +5,8 @@ Everything here raises `ConfigError` (one line naming the key and the fix) befor
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -78,12 +80,9 @@ def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
 def config_hash(cfg: DictConfig) -> str:
     """sha256 (16 hex digits) of the resolved configuration without the noise keys (IDENTITY_NOISE): two runs with
     the same hash trained the same thing, wherever and however they ran."""
-    import hashlib
-    import json
-
     flat = _flat(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in IDENTITY_NOISE)
-            and k not in ("seed",)}
+    kept = {k: v for k, v in flat.items()
+            if k != "seed" and not any(k == n or k.startswith(n + ".") for n in IDENTITY_NOISE)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

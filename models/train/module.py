@@ -178,7 +178,6 @@ class Classifier(pl.LightningModule):
         for logger in self.trainer.loggers:
             logger.log_metrics(row, step=self.global_step)
 
-
     def on_train_start(self) -> None:
         if not self.trainer.ckpt_path:  # a resumed run keeps its best-so-far
             self.val_acc_best.reset()
@@ -188,7 +187,7 @@ class Classifier(pl.LightningModule):
         counts = self.counts["train_counts"].compute()
         return {"train/loss_epoch": counts["loss"], "train/acc": counts["acc"], "train/acc_top5": counts["acc_top5"]}
 
-    def _reset_train_sums(self) -> None:
+    def reset_train_sums(self) -> None:
         self.counts["train_counts"].reset()
         self._train_images = 0
 
@@ -201,7 +200,7 @@ class Classifier(pl.LightningModule):
             for key, value in metrics.items():
                 self.log(key, value, on_step=False, on_epoch=True, prog_bar=key == "train/loss_epoch")
             self._epoch_row = {k: float(v) for k, v in metrics.items()}  # until Lightning writes it (see saving)
-        self._reset_train_sums()
+        self.reset_train_sums()
 
     def on_train_end(self) -> None:
         self._epoch_row = None
@@ -281,5 +280,3 @@ class Classifier(pl.LightningModule):
         """The epoch's mean training loss so far, over every rank (a collective: call it on every rank)."""
         return float(self._train_epoch_metrics()["train/loss_epoch"]) if self._train_images else None
 
-    def reset_train_sums(self) -> None:
-        self._reset_train_sums()

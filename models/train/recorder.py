@@ -39,6 +39,7 @@ class Recorder(Callback):
         self.previous = previous or {}
         self.earlier_s = float(self.previous.get("wall_time_s") or 0.0)
         self.flops_per_image = 0.0
+        self._point: dict[str, float] = {}  # train/pflops and train/wall_s of the validation in progress
         self.data: dict[str, Any] = {}
         self.update({"status": "running", "run_dir": str(run_dir), "experiment": str(cfg.experiment),
                      "ablation": cfg.get("ablation"), "tags": list(cfg.get("tags") or []), "seed": int(cfg.seed),
@@ -91,14 +92,14 @@ class Recorder(Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        point = self.compute(trainer)
+        self._point = self.compute(trainer)  # the same point goes to the loggers and into the curve
         for logger in trainer.loggers:  # before val/*: wandb puts them in the same step (define_metric, step_sync)
-            logger.log_metrics(point, step=trainer.global_step)
+            logger.log_metrics(self._point, step=trainer.global_step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        point = self.compute(trainer)
+        point = self._point
         acc = trainer.callback_metrics.get("val/acc")
         curve = [*self.data.get("curve", []), [trainer.global_step, trainer.current_epoch, point["train/pflops"],
                                                 point["train/wall_s"], None if acc is None else float(acc)]]

@@ -32,11 +32,10 @@ from models.train.loggers import wandb_finish, wandb_start
 from models.train.preempt import Preemption
 from models.train.recorder import Recorder
 from models.train.records import DONE, Diverged, read_results
-from models.utils.provenance import code_label, code_version, same_code
+from models.utils.provenance import CODE_KEYS, code_label, code_version, same_code
 from models.utils.system import machine, threads_from_scheduler
 
 EXIT_SIGTERM = 143  # what SLURM and shells expect from a job that stopped on SIGTERM; the run stays resumable
-CODE_KEYS = ("code/commit", "code/dirty", "code/diff_hash")
 
 
 def unclean_stop(previous: dict[str, Any], resumed: dict[str, Any] | None, checkpoint: Path | None

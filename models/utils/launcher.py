@@ -17,6 +17,7 @@ import math
 import os
 import shlex
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,13 +95,15 @@ class PackedLauncher(LocalLauncher):
         assert self.config is not None
         return bool(gpus) and str(self.config.get("compile", False)).lower() not in ("false", "none", "null")
 
+    def _cache_dir(self) -> Path:
+        """The sweep's shared Inductor cache (TORCHINDUCTOR_CACHE_DIR of every job)."""
+        assert self.config is not None
+        return Path(str(self.config.hydra.sweep.dir)).resolve() / ".compile_cache"
+
     def _wait_for_compile_cache(self, first: Any) -> None:
         """Until the first job has put compiled graphs in the shared cache (or ended, or compile_wait_s passed): a
         first wave compiling the same network K times at once would share nothing."""
-        import time
-
-        assert self.config is not None
-        cache = Path(str(self.config.hydra.sweep.dir)).resolve() / ".compile_cache"
+        cache = self._cache_dir()
         deadline = time.monotonic() + self.compile_wait_s
         while not first.done() and time.monotonic() < deadline:
             if cache.is_dir() and any(p.is_file() for p in cache.rglob("*")):
@@ -113,8 +116,7 @@ class PackedLauncher(LocalLauncher):
         shared compile cache, how many runs share its GPU."""
         from models.utils.system import PACKED_ENV, cpu_count
 
-        assert self.config is not None
-        cache = Path(str(self.config.hydra.sweep.dir)).resolve() / ".compile_cache"
+        cache = self._cache_dir()
         threads = str(max(1, cpu_count() // max(1, running)))
         return {"OMP_NUM_THREADS": threads, "TORCHINDUCTOR_COMPILE_THREADS": threads,
                 "TORCHINDUCTOR_CACHE_DIR": str(cache), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1", PACKED_ENV: str(packed)}

@@ -46,7 +46,7 @@ def _visible_texts(fig: Any) -> list[Any]:
     return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and t.get_figure() is fig]
 
 
-def _drawn_ticklabels(ax: Any, axis: Any, renderer: Any) -> list[Any]:
+def _drawn_ticklabels(axis: Any) -> list[Any]:
     """The tick labels matplotlib really draws: visible, not empty, their tick inside the axes' view."""
     low, high = sorted(axis.get_view_interval())
     ticks = [*axis.get_major_ticks(), *axis.get_minor_ticks()]
@@ -62,7 +62,7 @@ def layout_problems(fig: Any) -> list[str]:
     problems = []
     ticklabels = {id(t.label1) for ax in fig.axes for a in (ax.xaxis, ax.yaxis)
                   for t in (*a.get_major_ticks(), *a.get_minor_ticks())}
-    drawn = {id(label) for ax in fig.axes for a in (ax.xaxis, ax.yaxis) for label in _drawn_ticklabels(ax, a, None)}
+    drawn = {id(label) for ax in fig.axes for a in (ax.xaxis, ax.yaxis) for label in _drawn_ticklabels(a)}
     for t in _visible_texts(fig):
         if id(t) in ticklabels and id(t) not in drawn:
             continue
@@ -71,7 +71,7 @@ def layout_problems(fig: Any) -> list[str]:
             problems.append(f"outside the canvas: {t.get_text()[:50]!r}")
     for ax in fig.axes:
         for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-            labels = _drawn_ticklabels(ax, axis, renderer)
+            labels = _drawn_ticklabels(axis)
             boxes = [label.get_window_extent(renderer) for label in labels]
             for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2):
                 if a.overlaps(b):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+CODE_KEYS = ("code/commit", "code/dirty", "code/diff_hash")  # what tells one checkout's code from another
 
 
 def _git(*args: str) -> subprocess.CompletedProcess | None:

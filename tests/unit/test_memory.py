@@ -44,9 +44,8 @@ def test_one_basic_block_by_hand() -> None:
     assert m.saved(1) == 5 * 65_536 + 512 and m.saved(4) == 4 * 5 * 65_536 + 512
 
 
-def test_meta_count_equals_real_tensors() -> None:
-    """The meta device (shapes only) counts exactly what a real forward saves (storages told apart by address)."""
-    net = models.build("resnet20", num_classes=10).train()
+def _saved_by_autograd(net: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the storages a real forward of `net` saves for backward, each once, parameters excluded."""
     params = {p.untyped_storage().data_ptr() for p in net.parameters()}
     seen: dict[int, int] = {}
 
@@ -55,9 +54,14 @@ def test_meta_count_equals_real_tensors() -> None:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net(torch.zeros(3, 3, 32, 32))
-    real = sum(v for k, v in seen.items() if k not in params)
-    assert profile_memory(net, 32).saved(3) == real
+        net(x)
+    return sum(v for k, v in seen.items() if k not in params)
+
+
+def test_meta_count_equals_real_tensors() -> None:
+    """The meta device (shapes only) counts exactly what a real forward saves (storages told apart by address)."""
+    net = models.build("resnet20", num_classes=10).train()
+    assert profile_memory(net, 32).saved(3) == _saved_by_autograd(net, torch.zeros(3, 3, 32, 32))
     assert net.training  # the caller's model untouched (counted on a meta copy)
 
 
@@ -65,16 +69,8 @@ def test_bf16_prediction_matches_what_autocast_saves() -> None:
     """Under bf16 autocast, floating-point activations are saved at 2 bytes and each conv/linear weight gets a
     2-byte copy: the prediction is within 1% of what CPU autocast really keeps."""
     net = models.build("resnet20", num_classes=10).train()
-    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
-        net(torch.zeros(8, 3, 32, 32))
-    real = sum(v for k, v in seen.items() if k not in params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        real = _saved_by_autograd(net, torch.zeros(8, 3, 32, 32))
     m = profile_memory(net, 32)
     assert m.saved(8, "bf16-mixed") + 2 * m.weights == pytest.approx(real, rel=0.01)
     assert m.saved(8, "bf16-mixed") < 0.6 * m.saved(8)
