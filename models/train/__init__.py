@@ -1,8 +1,8 @@
 """The training run: `train(cfg)` (run.py) and its parts — build.py (datamodule, module, callbacks, Trainer),
-config.py (run dir, Trainer settings, resume checks), preflight.py (those checks before torch loads),
-module.py (the LightningModule), optim.py (optimizers and schedules), callbacks.py (measurement, SIGTERM,
-finiteness), records.py / checkpoints.py (what is written to disk), loggers.py (wandb / CSV), console.py (what is
-printed)."""
+keys.py (every config key, typed), config.py (run dir, Trainer settings, resume checks), preflight.py (those checks
+before torch loads), module.py (the LightningModule), optim.py (optimizers and schedules), callbacks.py
+(measurement, SIGTERM, finiteness), records.py / checkpoints.py (what is written to disk), loggers.py (wandb /
+CSV), console.py (what is printed)."""
 
 from __future__ import annotations
 

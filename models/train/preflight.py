@@ -12,11 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from models.spec import NetSpec
 from models.train.config import TrainerSettings
 from models.train.graphs import check_graph_settings
+from models.train.keys import check_keys
 from models.train.optim import OptimConfig
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Raise the ConfigError `train(cfg)` would raise for the trainer, optimizer and model settings."""
+    """Raise the ConfigError `train(cfg)` would raise for any key's value (models.train.keys), then for the
+    trainer, optimizer and model settings together."""
+    check_keys(cfg)
     settings = TrainerSettings.from_cfg(cfg)
     check_graph_settings(cfg.get("compile", False), settings.kwargs, settings.on_cuda)
     OptimConfig(**_plain(cfg.get("optim")))

@@ -28,6 +28,7 @@ from models.train import console
 from models.train.build import Built, build
 from models.train.config import check_same_config, config_hash, hydra_overrides, resolve_run_dir
 from models.train.console import log
+from models.train.keys import check_keys
 from models.train.loggers import wandb_finish, wandb_start
 from models.train.preempt import Preemption
 from models.train.recorder import Recorder
@@ -196,6 +197,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: Sequen
     parts: Built | None = None
     with Preemption() as preemption:
         try:
+            check_keys(cfg)  # every key's value on its own (models.train.keys), before anything uses one
             pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
             parts = build(cfg, run_dir, run, [run, preemption, *callbacks])
             begin(run, parts)

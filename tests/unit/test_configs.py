@@ -124,7 +124,7 @@ def test_preflight_checks_need_no_torch() -> None:
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.lr=-0.1", "optim.lr=-0.1 must be a positive number"),
+    ("optim.lr=-0.1", "optim.lr=-0.1 is not valid: use a number > 0"),
     ("model.head=mlp", "model.head='mlp' is not valid"),
     ("trainer.min_epochs=5", "trainer.min_epochs=5 > trainer.max_epochs=1"),
     ("data.image_size=2", "data.image_size=2 is too small"),

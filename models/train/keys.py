@@ -1,0 +1,321 @@
+"""Every configuration key of scripts/train.py, typed: what each accepts, checked before torch loads.
+
+One dataclass per section (`Train` at the top), each field a key, its type hint what the key accepts: `Annotated`
+with a `Range` for bounds, `Literal` for choices, unions for "an integer or auto", `None` for null. `check_keys`
+walks a composed config against it and raises a one-line `ConfigError` naming the first bad key and what it takes,
+e.g. `seed='abc' is not valid: use an integer >= 0`; keys the schema does not know are refused the same way. The
+cross-field checks (run length, devices, CUDA graphs, input size, ...) stay beside the code they protect and run
+after this one: here a value is only judged on its own.
+
+Why plain dataclasses and not OmegaConf structured configs merged into the composition: OmegaConf 2.3 types neither
+`Literal` nor unions of values, and its errors are multi-line tracebacks raised while Hydra composes. The sections
+that mirror a library's signature (`Trainer`, the datamodules, `NetSpec`) are held to it by tests
+(tests/unit/test_keys.py), so a library that renames an argument fails there, not on a user's run.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Annotated, Any, Literal
+
+from models.errors import ConfigError
+from models.spec import BLOCKS, DOWNSAMPLES, HEADS, SHORTCUTS, STEMS
+from models.train.graphs import MODES
+from models.train.optim import OPTIMIZERS, SCHEDULES
+from models.utils.typed import Pattern, Range, accepts, advice, arms
+
+Count = Annotated[int, Range(min=0)]
+Positive = Annotated[int, Range(min=1)]
+Seconds = Annotated[float, Range(min=0, open_min=True)]
+Fraction = Annotated[float, Range(min=0, max=1)]
+Auto = Literal["auto"]
+NoLimit = Literal[-1]  # Lightning's "no limit"
+Clock = Annotated[str, Pattern(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", "a time DD:HH:MM:SS (e.g. 00:12:00:00)")]
+DeviceIds = Annotated[str, Pattern(r"\d+(,\d+)*,?", "device indices such as '0,1'")]
+PRECISIONS = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+                     "transformer-engine-float16", "64", "32", "16", "bf16", 64, 32, 16]
+
+
+# ------------------------------------------------------------------ sections
+@dataclass
+class Optim:
+    name: Literal[OPTIMIZERS] = "sgd"  # type: ignore[valid-type]
+    lr: Annotated[float, Range(min=0, open_min=True)] = 0.1
+    momentum: Annotated[float, Range(min=0, max=1, open_max=True)] = 0.9
+    nesterov: bool = False
+    betas: tuple[Annotated[float, Range(min=0, max=1, open_max=True)],
+                 Annotated[float, Range(min=0, max=1, open_max=True)]] = (0.9, 0.999)
+    weight_decay: Annotated[float, Range(min=0)] = 5e-4
+    decay_bn_bias: bool = False
+
+
+@dataclass
+class Sched:
+    name: Literal[SCHEDULES] = "cosine"  # type: ignore[valid-type]
+    warmup_steps: Count = 0
+    milestones: list[Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)]] = field(default_factory=list)
+    gamma: Annotated[float, Range(min=0, max=1, open_min=True)] = 0.1
+    min_lr_ratio: Fraction = 0.0
+    pct_start: Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)] = 0.3
+    div_factor: Annotated[float, Range(min=1)] = 25.0
+    final_div_factor: Annotated[float, Range(min=1)] = 1e4
+
+
+@dataclass
+class Checkpoint:
+    every_n_steps: Count = 500
+    monitor: Literal["val/acc", "val/acc_top5"] = "val/acc"
+
+
+@dataclass
+class Measure:
+    warmup_steps: Count = 5
+    eval_warmup_steps: Count = 1
+    parts: bool = True
+    parts_budget_s: Annotated[float, Range(min=0)] = 30
+
+
+@dataclass
+class Model:
+    """`NetSpec`'s knobs (models/spec.py), plus the preset's name."""
+
+    name: str = "resnet20"
+    stem: Literal[STEMS] = "resnet"  # type: ignore[valid-type]
+    stem_width: Positive = 64
+    block: Literal[BLOCKS] = "basic"  # type: ignore[valid-type]
+    residual: bool = True
+    shortcut: Literal[SHORTCUTS] = "B"  # type: ignore[valid-type]
+    downsample: Literal[DOWNSAMPLES] = "stride"  # type: ignore[valid-type]
+    depths: list[Positive] = field(default_factory=list)
+    widths: list[Positive] = field(default_factory=list)
+    head: Literal[HEADS] = "gap"  # type: ignore[valid-type]
+    head_pool: Positive = 7
+    head_hidden: list[Positive] = field(default_factory=list)
+    dropout: Annotated[float, Range(min=0, max=1, open_max=True)] = 0.5
+    batch_norm: bool = True
+    conv_bias: bool = False
+    zero_init_residual: bool = False
+    num_classes: Positive | None = None  # null: the dataset's
+    in_channels: Positive = 3
+
+
+Workers = Count | Auto
+Resident = bool | Auto
+ImageSize = Annotated[int, Range(min=1)]
+
+
+@dataclass
+class Data:
+    """Every datamodule's keys (data/*.py constructors); `DATA_KEYS` says which a datamodule takes."""
+
+    _target_: str = "data.digits.DigitsDataModule"
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    verify: bool = True
+    layout: Literal["imagefolder", "tinyimagenet", "imagenette"] = "imagefolder"
+    classes: list[str] | None = None
+    num_classes_subset: Positive | None = None
+    imagenette_size: Literal["160px", "320px", "full"] = "160px"
+    val_size: Positive | Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)] | Auto | Literal[0] = 0
+    test_size: Positive = 270
+    augment: bool = False
+    image_size: ImageSize = 32
+    batch_size: Positive = 64
+    num_workers: Workers = "auto"
+    seed: Count = 0
+    cache: bool = False
+    cache_dir: str | None = None
+    device_resident: Resident = "auto"
+
+
+COMMON = ("image_size", "batch_size", "num_workers", "seed", "device_resident")
+DATA_KEYS = {  # _target_ -> the keys its constructor takes (pad_eval is the run's, not a key)
+    "data.digits.DigitsDataModule": (*COMMON, "val_size", "test_size", "augment"),
+    "data.cifar.CIFARDataModule": (*COMMON, "name", "root", "download", "verify", "val_size", "augment"),
+    "data.folder.ImageFolderDataModule": (*COMMON, "name", "root", "download", "verify", "layout", "classes",
+                                          "num_classes_subset", "imagenette_size", "val_size", "cache", "cache_dir"),
+}
+
+
+@dataclass
+class Trainer:
+    """lightning.Trainer's keyword arguments, 1:1 (logger, callbacks, plugins and default_root_dir are the run's)."""
+
+    accelerator: Literal["cpu", "gpu", "cuda", "mps", "tpu", "auto"] = "auto"
+    strategy: str = "auto"
+    devices: Positive | NoLimit | Auto | DeviceIds | list[Count] = "auto"
+    num_nodes: Positive = 1
+    precision: PRECISIONS | None = None
+    fast_dev_run: bool | Count = False
+    max_epochs: Positive | NoLimit | None = None
+    min_epochs: Count | None = None
+    max_steps: Positive | NoLimit = -1
+    min_steps: Count | None = None
+    max_time: Clock | dict[str, Count] | None = None
+    limit_train_batches: Count | Fraction | None = None
+    limit_val_batches: Count | Fraction | None = None
+    limit_test_batches: Count | Fraction | None = None
+    limit_predict_batches: Count | Fraction | None = None
+    overfit_batches: Count | Fraction = 0.0
+    val_check_interval: Positive | Annotated[float, Range(min=0, max=1, open_min=True)] | Clock | None = None
+    check_val_every_n_epoch: Positive | None = 1
+    num_sanity_val_steps: Annotated[int, Range(min=-1)] | None = None
+    log_every_n_steps: Positive | None = None
+    enable_checkpointing: bool | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+    accumulate_grad_batches: Positive = 1
+    gradient_clip_val: Annotated[float, Range(min=0)] | None = None
+    gradient_clip_algorithm: Literal["norm", "value"] | None = None
+    deterministic: bool | Literal["warn"] | None = None
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Literal["simple", "advanced", "pytorch", "xla"] | None = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: Count = 0
+    enable_autolog_hparams: bool = True
+    model_registry: str | None = None
+
+
+@dataclass
+class Wandb:
+    """The keys configs/logger/wandb.yaml sets; any other WandbLogger / wandb.init argument passes through."""
+
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    project: str = "vgg-vs-resnet"
+    entity: str | None = None
+    offline: bool | None = None
+    log_model: bool | Literal["all"] = False
+    job_type: str | None = None
+    settings: dict[str, Any] | None = None
+
+
+@dataclass
+class Train:
+    """configs/train.yaml, every key."""
+
+    experiment: str = "default"
+    ablation: str | None = None
+    tags: list[str] = field(default_factory=list)
+    seed: Annotated[int, Range(min=0, max=2**32 - 1)] = 0
+    run_dir: str | None = None
+    optim: Optim | None = None
+    sched: Sched | None = None
+    label_smoothing: Annotated[float, Range(min=0, max=1, open_max=True)] = 0.0
+    channels_last: bool | None = None
+    compile: bool | Auto | Literal[MODES] = "auto"  # type: ignore[valid-type]
+    check_finite_every: Positive | None = None
+    checkpoint: Checkpoint | None = None
+    measure: Measure | None = None
+    ddp_timeout_s: Seconds = 1800
+    summary: bool = True
+    verbose: bool = False
+    model: Model | None = None
+    data: Data | None = None
+    trainer: Trainer | None = None
+    logger: dict[str, Any] | None = None  # logger name -> its settings (LOGGERS types the known ones)
+
+
+LOGGERS: dict[str, type] = {"wandb": Wandb}  # csv: only its _target_
+
+
+# ------------------------------------------------------------------ the walk
+def check_keys(cfg: Any) -> None:
+    """Raise a one-line ConfigError for the first key of `cfg` (a composed train config: DictConfig or dict) whose
+    value its type does not accept, or that no section has. Unresolvable or missing (`???`) values are left to the
+    checks that know what to say about them."""
+    from omegaconf import DictConfig, OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    resolved = _resolved(cfg) if isinstance(cfg, DictConfig) else cfg
+    _walk(Train, resolved, plain, "")
+
+
+def _resolved(cfg: Any) -> dict[str, Any]:
+    """The config with every interpolation that resolves resolved (one that does not stays a string)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def _walk(section: type, values: dict[str, Any], raw: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(section, include_extras=True)
+    names = [f.name for f in fields(section)]
+    if prefix == "data.":
+        names = [n for n in names if n == "_target_" or n in DATA_KEYS.get(values.get("_target_", ""), names)]
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            if section is Data and key in hints:
+                taken = ", ".join(sorted(n for n in names if n != "_target_"))
+                raise ConfigError(f"{path} is not a setting of this dataset (data._target_={values.get('_target_')}):"
+                                  f" drop it; it takes {taken}")
+            if section is Model:
+                continue  # NetSpec names the valid knobs (models.spec)
+            raise ConfigError(f"unknown key {path}: check the spelling (python scripts/train.py --cfg job lists the "
+                              f"keys)")
+        _check(path, value, raw.get(key) if isinstance(raw, dict) else None, hints[key])
+
+
+def _check(path: str, value: Any, raw: Any, hint: Any) -> None:
+    if isinstance(raw, str) and ("${" in raw or raw == "???") and value == raw:
+        return  # unresolved interpolation or mandatory value: reported by the code that reads it
+    section = _section(hint)
+    if section is not None:
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}={value!r} is not valid: {path} is a group of keys ({path}.<key>=...)")
+        _walk(section, value, raw if isinstance(raw, dict) else {}, f"{path}.")
+        return
+    if path == "logger" and isinstance(value, dict):
+        for name, settings in value.items():
+            _check_logger(f"logger.{name}", settings, raw.get(name) if isinstance(raw, dict) else None)
+        return
+    if not accepts(hint, value):
+        raise ConfigError(f"{path}={value!r} is not valid: {advice(hint)}")
+
+
+def _check_logger(path: str, value: Any, raw: Any) -> None:
+    """A logger: a group of keys with a _target_; the keys LOGGERS types are checked, the rest pass through."""
+    if value is None or value == {}:
+        return
+    if not isinstance(value, dict) or not isinstance(value.get("_target_"), str):
+        raise ConfigError(f"{path}={value!r} is not valid: a logger is a group of keys with a _target_ "
+                          "(configs/logger/*.yaml)")
+    kind = LOGGERS.get(path.split(".", 1)[1])
+    if kind is not None:
+        known = {f.name for f in fields(kind)}
+        _walk(kind, {k: v for k, v in value.items() if k in known}, raw if isinstance(raw, dict) else {}, f"{path}.")
+
+
+def _section(hint: Any) -> type | None:
+    for arm in arms(hint):
+        if is_dataclass(arm):
+            return arm  # type: ignore[return-value]
+    return None
+
+
+def leaf_keys(section: type = Train, prefix: str = "") -> dict[str, Any]:
+    """Every key the schema types (dotted path -> type hint), sections flattened: what the tests walk."""
+    hints = typing.get_type_hints(section, include_extras=True)
+    out: dict[str, Any] = {}
+    for f in fields(section):
+        sub = _section(hints[f.name])
+        if sub is not None:
+            out.update(leaf_keys(sub, f"{prefix}{f.name}."))
+        elif f.name == "logger" and section is Train:
+            for name, kind in LOGGERS.items():
+                out.update(leaf_keys(kind, f"logger.{name}."))
+        else:
+            out[f"{prefix}{f.name}"] = hints[f.name]
+    return out
