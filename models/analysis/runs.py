@@ -121,7 +121,7 @@ def fetch_wandb(path: str, ablation: str | None = None) -> list[dict[str, Any]]:
     if path.count("/") != 1:
         raise ConfigError(f"--wandb {path!r} must be ENTITY/PROJECT, e.g. --wandb my-team/vgg-vs-resnet")
     runs = wandb.Api().runs(path, filters={"group": ablation} if ablation else None)  # train.py: group = ablation
-    return [from_wandb(dict(r.summary._json_dict), dict(r.config), r.state, r.name) for r in runs]
+    return [from_wandb(dict(r.summary_metrics), dict(r.config), r.state, r.name) for r in runs]
 
 
 # ------------------------------------------------------------------------------------------------- grouping

@@ -37,6 +37,19 @@ class SplitCounts(Metric):
         self.images += target.numel()
         self.loss_sum += loss.detach().float() * target.numel()
 
+    def sums(self) -> dict[str, torch.Tensor]:
+        """The running sums (what a checkpoint carries to continue an epoch)."""
+        return {k: v.detach() for k, v in self.metric_state.items()}
+
+    def load_sums(self, sums: dict[str, torch.Tensor]) -> None:
+        """Continue from `sums()` of an earlier process. The restored sums then count as an update (an empty batch
+        through the public update()), so that compute() neither warns nor waits for a new batch."""
+        for key in self.metric_state:
+            setattr(self, key, sums[key].to(self.device, getattr(self, key).dtype))
+        classes = max(self.ks)
+        self.update(torch.zeros(0, classes, device=self.device), torch.zeros(0, dtype=torch.int64, device=self.device),
+                    torch.zeros((), device=self.device))
+
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.images.clamp(min=1)
         out = {"loss": self.loss_sum / n}

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from models.train.module import Classifier, load_metric_state, metric_state
+from models.train.module import Classifier
 
 
 def rng_state() -> dict[str, Any]:
@@ -53,11 +53,9 @@ def _gather(trainer: pl.Trainer, module: pl.LightningModule, state: dict[str, to
     return {k: v.unsqueeze(0).cpu() for k, v in state.items()}
 
 
-def _val_best_state(saved: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The saved MaxMetric state (checkpoints of earlier versions nest it as {"state": ..., "update_count": n})."""
-    if "state" in saved:
-        return {**saved["state"], "_update_count": torch.tensor(int(saved["update_count"]))}
-    return saved
+def _val_best(saved: dict[str, Any]) -> torch.Tensor:
+    """The saved best val/acc: {"max_value": t} (earlier versions, a MaxMetric's state, nest it under "state")."""
+    return torch.as_tensor(saved.get("state", saved)["max_value"]).float()
 
 
 class ResumeState(Callback):
@@ -70,8 +68,7 @@ class ResumeState(Callback):
         checkpoint["rng"] = rng_state()
         if not isinstance(pl_module, Classifier):
             return
-        checkpoint["metric_state"] = {"val_acc_best": {k: v.cpu() for k, v in
-                                                       metric_state(pl_module.val_acc_best).items()}}
+        checkpoint["metric_state"] = {"val_acc_best": {"max_value": pl_module.val_acc_best.cpu()}}
         checkpoint["train_epoch_state"] = _gather(trainer, pl_module, pl_module.train_sums())
         row = pl_module.unwritten_epoch_row
         if row is not None:
@@ -85,7 +82,7 @@ class ResumeState(Callback):
             return
         state = checkpoint.get("metric_state")
         if state:
-            load_metric_state(pl_module.val_acc_best, _val_best_state(state["val_acc_best"]))
+            pl_module.val_acc_best.fill_(max(0.0, _val_best(state["val_acc_best"]).item()))  # MaxMetric's was -inf
         sums = checkpoint.get("train_epoch_state")
         if sums and next(iter(sums.values())).shape[0] == trainer.world_size:  # else: counted from the restart
             pl_module.load_train_sums({k: v[trainer.global_rank] for k, v in sums.items()})

@@ -1,7 +1,7 @@
 """`Classifier`: the LightningModule around any network of the zoo (or any nn.Module mapping images to logits).
 
 Loss: cross-entropy with optional label smoothing. Metrics: loss and top-1/top-5 accuracy per split, summed on the
-device (`models.train.accuracy.SplitCounts`: no host sync per batch), and `val/acc_best` (MaxMetric). Optimizer and
+device (`models.train.accuracy.SplitCounts`: no host sync per batch), and `val/acc_best` (a buffer). Optimizer and
 schedule: `models.train.optim`. A non-finite loss stops the run within the step that produced it (`Diverged`), before
 backward touches the weights; on a GPU, within `check_finite_every` steps (the first bad step is still named).
 """
@@ -19,7 +19,6 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric
 
 from models.errors import ConfigError
 from models.train.accuracy import LossWatch, SplitCounts
@@ -36,20 +35,6 @@ def compiler_error(error: BaseException) -> bool:
                or "BackendCompilerFailed" in n for n in names)
 
 
-def metric_state(metric: Any) -> dict[str, torch.Tensor]:
-    """A torchmetrics Metric's accumulated state as tensors, plus its update count (`_update_count`)."""
-    state = {k: v.detach() for k, v in metric.metric_state.items() if isinstance(v, torch.Tensor)}
-    state["_update_count"] = torch.tensor(metric._update_count, device=metric.device)
-    return state
-
-
-def load_metric_state(metric: Any, state: dict[str, torch.Tensor]) -> None:
-    """Set a Metric's state from `metric_state()` (its cached result dropped: the next compute() recomputes)."""
-    for key in metric.metric_state:
-        if key in state:
-            setattr(metric, key, state[key].to(metric.device))
-    metric._update_count = int(state["_update_count"])
-    metric._computed = None
 
 
 class Classifier(pl.LightningModule):
@@ -94,7 +79,9 @@ class Classifier(pl.LightningModule):
         # Each split's loss and accuracy sums, on the device (no per-step self.log: see training_step)
         self.counts = nn.ModuleDict({f"{split}_counts": SplitCounts(num_classes, (1, 5))
                                      for split in ("train", "val", "test")})
-        self.val_acc_best = MaxMetric()
+        # best val/acc so far (0 before any: accuracies are >= 0, and every buffer must stay finite: FiniteGuard);
+        # not in the state dict (checkpoints of earlier versions lack it): models.train.history saves it
+        self.register_buffer("val_acc_best", torch.tensor(0.0), persistent=False)
         self._train_images = 0  # this rank's images of the epoch so far, on the host
         self._epoch_row: dict[str, float] | None = None  # the last epoch's train/*, while not yet written
         self._test_prefix = "test"  # see evaluating_as()
@@ -163,10 +150,16 @@ class Classifier(pl.LightningModule):
             loss_d = loss.detach()
             self.counts["train_counts"].update(logits.detach(), y, loss_d)
             self._train_images += y.numel()
-        connector = self.trainer._logger_connector
-        if connector.should_update_logs or self.trainer.fast_dev_run:
+        if self.logs_this_step():
             self._log_step_row(loss_d)
         return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether the loggers write this training step: Lightning's own rule (`log_every_n_steps`, counted in steps
+        that stepped the optimizer, plus the last step and fast_dev_run), from its public attributes."""
+        trainer, every = self.trainer, self.trainer.log_every_n_steps
+        due = every > 0 and ((trainer.global_step + 1) % every == 0 or trainer.should_stop)
+        return due or bool(trainer.fast_dev_run)
 
     def _log_step_row(self, loss: torch.Tensor) -> None:
         """train/loss_step and train/lr of this step straight to the loggers, now, at the (epoch, step) Lightning
@@ -180,7 +173,7 @@ class Classifier(pl.LightningModule):
 
     def on_train_start(self) -> None:
         if not self.trainer.ckpt_path:  # a resumed run keeps its best-so-far
-            self.val_acc_best.reset()
+            self.val_acc_best.zero_()
 
     def _train_epoch_metrics(self) -> dict[str, torch.Tensor]:
         """The epoch's train/* (summed across ranks by compute(): exact per-image means)."""
@@ -216,8 +209,8 @@ class Classifier(pl.LightningModule):
         counts = self._log_split("val", "val_counts")
         if self.trainer.sanity_checking:
             return
-        self.val_acc_best(counts["acc"])
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+        torch.maximum(self.val_acc_best, counts["acc"].to(self.val_acc_best.dtype), out=self.val_acc_best)
+        self.log("val/acc_best", self.val_acc_best.clone(), sync_dist=True, prog_bar=True)
 
     @contextlib.contextmanager
     def evaluating_as(self, prefix: str) -> Iterator[None]:
@@ -256,7 +249,7 @@ class Classifier(pl.LightningModule):
     # ----------------------------------------------------------- the epoch sums (models.train.history saves them)
     def train_sums(self) -> dict[str, torch.Tensor]:
         """This rank's running sums of the epoch as tensors (loss, correct at each rank, images)."""
-        return {f"counts/{k}": v for k, v in metric_state(self.counts["train_counts"]).items()}
+        return {f"counts/{k}": v for k, v in self.counts["train_counts"].sums().items()}
 
     def load_train_sums(self, state: dict[str, torch.Tensor]) -> None:
         """Continue the epoch from `train_sums()` of an earlier process (same rank). Sums saved by code that counted
@@ -264,7 +257,7 @@ class Classifier(pl.LightningModule):
         if not set(self.train_sums()) <= set(state):
             return
         counts = self.counts["train_counts"]
-        load_metric_state(counts, {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("counts/")})
+        counts.load_sums({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("counts/")})
         self._train_images = int(counts.images)
 
     @property

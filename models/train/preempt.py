@@ -8,6 +8,13 @@ the current batch (as SIGTERM does), `SaveOnSigterm` writes last.ckpt, results.j
 only then does submitit's handler requeue the job; the requeued task re-runs the same command in the same run
 directory and resumes from that checkpoint. `scontrol requeue` and preemption send plain SIGTERM, which Lightning
 already turns into the same stop; SLURM then requeues the job itself.
+
+DDP inside one SLURM job (`tasks_per_node=N`, one rank per task): SLURM signals every task, but each receives it at
+its own moment, possibly in different batches; a rank that stops alone leaves the others blocked in the next
+gradient all-reduce. So under DDP no signal stops a rank directly (Lightning's own SIGTERM handler, which even calls
+a collective from inside the handler, is replaced for the fit): each signal is only noted, the ranks agree at the
+end of every training batch (one all-reduce of what each one received, the strongest wins), and all stop after
+that same batch, so the checkpoint is one and every rank's step is the same.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
@@ -37,9 +45,11 @@ class Preemption(Callback):
 
     def __init__(self) -> None:
         self.signum = submitit_signal()
-        self.received: int | None = None
+        self.received: int | None = None  # the submitit signal, once received (by this rank or, under DDP, another)
+        self.sigterm = False  # a plain SIGTERM, noted by this rank (DDP under SLURM only, see the module docstring)
         self._original: Any = None
         self._trainer: pl.Trainer | None = None
+        self._ddp = False  # ranks must agree before stopping
 
     @property
     def reason(self) -> str | None:
@@ -61,8 +71,11 @@ class Preemption(Callback):
 
     def _defer(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
-        if self._trainer is not None:
+        if self._trainer is not None and not self._ddp:
             self._stop(self._trainer)
+
+    def _note_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.sigterm = True
 
     @staticmethod
     def _stop(trainer: pl.Trainer) -> None:
@@ -71,12 +84,28 @@ class Preemption(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer = trainer  # Lightning clears the flag when fit starts: a signal received before is re-applied
-        if self.received is not None:
+        self._ddp = self.signum is not None and trainer.world_size > 1
+        if self._ddp and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._note_sigterm)  # Lightning restores its own at the end of fit
+        if self.received is not None and not self._ddp:
             self._stop(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.received is not None:
+        if self._ddp:
+            self._agree(trainer, pl_module.device)
+        elif self.received is not None:
+            self._stop(trainer)
+
+    def _agree(self, trainer: pl.Trainer, device: torch.device) -> None:
+        """Every rank says what it received (0 nothing, 1 SIGTERM, 2 the submitit signal); the strongest wins on all
+        ranks, which then stop after this same batch."""
+        code = torch.tensor(2 if self.received is not None else 1 if self.sigterm else 0, device=device)
+        torch.distributed.all_reduce(code, op=torch.distributed.ReduceOp.MAX)
+        agreed = int(code.item())
+        if agreed == 2:
+            self.received = self.received or self.signum
+        if agreed:
             self._stop(trainer)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
