@@ -12,9 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+RESULTS = ("test/", "test_last/", "val/", "params", "macs", "flops", "steps", "epochs")  # results, not timings
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")
 PACKAGES = ("slurm-wlm", "munge")
 
@@ -203,3 +206,22 @@ class LocalSlurm:
         except subprocess.TimeoutExpired:
             return []
         return [{"id": a, "state": b} for a, b in (line.split("|") for line in out.splitlines() if "|" in line)]
+
+
+def sweep(args: list[str], out: Path, env: dict[str, str], wait: bool = True
+          ) -> subprocess.CompletedProcess | subprocess.Popen:
+    """`python scripts/train.py -m *args hydra.sweep.dir=out` from the repo root."""
+    from helpers.runs import REPO, script_env
+
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args, f"hydra.sweep.dir={out}"]
+    env = {**script_env(out.parent), **env}
+    if wait:
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def results(run_dir: Path) -> dict:
+    from models.train.records import read_results
+
+    record = read_results(run_dir)
+    return {k: v for k, v in record.items() if k.startswith(RESULTS)}

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers.runs import REPO, csv_history, script_env
-from helpers.slurm import LocalSlurm
+from helpers.runs import REPO, csv_history
+from helpers.slurm import ENDED, LocalSlurm, results, sweep
 from models.analysis.report import report
 from models.train.records import read_results
 
@@ -35,18 +34,6 @@ MODELS = "model=plain20,resnet20"
 ON_SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
 TIMING = ("time_share/", "train/images_per_s", "eval/images_per_s")  # measurements, not results
-ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
-RESULTS = ("test/", "test_last/", "val/", "params", "macs", "flops", "steps", "epochs")
-
-
-def sweep(args: list[str], out: Path, env: dict[str, str], wait: bool = True
-          ) -> subprocess.CompletedProcess | subprocess.Popen:
-    """`python scripts/train.py -m *args hydra.sweep.dir=out` from the repo root."""
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", *args, f"hydra.sweep.dir={out}"]
-    env = {**script_env(out.parent), **env}
-    if wait:
-        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_dirs(out: Path) -> dict[str, Path]:
@@ -75,11 +62,6 @@ def wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 180) ->
             out, err = proc.communicate()
             pytest.fail(f"the tasks never reached step {PAUSE_AT}: {out[-2000:]} {err[-2000:]}")
         time.sleep(0.5)
-
-
-def results(run_dir: Path) -> dict:
-    record = read_results(run_dir)
-    return {k: v for k, v in record.items() if k.startswith(RESULTS)}
 
 
 def report_rows(out: Path, tmp: Path) -> list[dict[str, str]]:

@@ -1,7 +1,9 @@
 """On PYTHONPATH of a SLURM test's jobs: a run pauses at optimizer step $PAUSE_AT_STEP (before its forward), writes
-$PAUSE_DIR/<SLURM task id>, and waits until a signal asks Lightning to stop (SIGTERM, or submitit's USR2 deferred by
-models/train/preempt.py) -- so the test's `scancel --signal=USR2` / `scontrol requeue` lands mid-training at a known
-step. Each task pauses once (the marker stays); the library has no test hooks, this patches it from outside."""
+$PAUSE_DIR/<SLURM task id> (rank k > 0 of a DDP job: <task id>.<k>; the text: "paused at step N, pid P"), and waits
+until a signal asks Lightning to stop (SIGTERM, or submitit's USR2 deferred by models/train/preempt.py; under DDP,
+until this rank has noted it) -- so the test's `scancel --signal=USR2` / `scontrol requeue` lands mid-training at a
+known step. $PAUSE_RANKS (e.g. "1") pauses only those ranks. Each task pauses once (the marker stays); the library
+has no test hooks, this patches it from outside."""
 
 import importlib.abc
 import importlib.util
@@ -16,14 +18,20 @@ TARGET = "models.train.module"
 def _patch(module) -> None:
     step, marks = int(os.environ["PAUSE_AT_STEP"]), Path(os.environ["PAUSE_DIR"])
     task = os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SLURM_JOB_ID", "local")
+    rank = os.environ.get("SLURM_PROCID", "0")
+    ranks = os.environ.get("PAUSE_RANKS", rank).split(",")
     original = module.Classifier.training_step
 
+    def signalled(trainer) -> bool:
+        noted = any(getattr(cb, "received", None) or getattr(cb, "sigterm", False) for cb in trainer.callbacks)
+        return trainer.received_sigterm or noted
+
     def training_step(self, batch, batch_idx):
-        mark = marks / task
-        if self.global_step == step and not mark.exists():
-            mark.write_text(f"paused at step {step}")
+        mark = marks / (task if rank == "0" else f"{task}.{rank}")
+        if self.global_step == step and not mark.exists() and rank in ranks:
+            mark.write_text(f"paused at step {step}, pid {os.getpid()}")
             end = time.monotonic() + 120
-            while not self.trainer.received_sigterm and time.monotonic() < end:
+            while not signalled(self.trainer) and time.monotonic() < end:
                 time.sleep(0.05)
         return original(self, batch, batch_idx)
 
