@@ -48,9 +48,14 @@ def set_rng_state(rng: dict[str, Any]) -> None:
 def _gather(trainer: pl.Trainer, module: pl.LightningModule, state: dict[str, torch.Tensor]
             ) -> dict[str, torch.Tensor]:
     """Every rank's `state`, stacked along a leading rank dimension, on the CPU."""
-    if trainer.world_size > 1:
-        return {k: module.all_gather(v).cpu() for k, v in state.items()}
-    return {k: v.unsqueeze(0).cpu() for k, v in state.items()}
+    if trainer.world_size == 1:
+        return {k: v.unsqueeze(0).cpu() for k, v in state.items()}
+    gathered = {}
+    for key, value in state.items():  # torch's all_gather: Lightning's goes through a deprecated one (a warning)
+        parts = [torch.empty_like(value) for _ in range(trainer.world_size)]
+        torch.distributed.all_gather(parts, value.contiguous())
+        gathered[key] = torch.stack(parts).cpu()
+    return gathered
 
 
 def _val_best(saved: dict[str, Any]) -> torch.Tensor:

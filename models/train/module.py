@@ -191,7 +191,8 @@ class Classifier(pl.LightningModule):
         if self._train_images:
             metrics = self._train_epoch_metrics()  # already reduced across ranks
             for key, value in metrics.items():
-                self.log(key, value, on_step=False, on_epoch=True, prog_bar=key == "train/loss_epoch")
+                # sync_dist: the value is the same on every rank already (a mean of equal values, and no warning)
+                self.log(key, value, on_step=False, on_epoch=True, prog_bar=key == "train/loss_epoch", sync_dist=True)
             self._epoch_row = {k: float(v) for k, v in metrics.items()}  # until Lightning writes it (see saving)
         self.reset_train_sums()
 

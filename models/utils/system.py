@@ -31,10 +31,13 @@ def cpu_count() -> int:
 def threads_from_scheduler() -> int | None:
     """Under SLURM, the CPUs the job was given (SLURM_CPUS_PER_TASK) become torch's thread count unless
     OMP_NUM_THREADS says otherwise: without CPU binding (TaskPlugin=task/none) torch would otherwise start one
-    thread per core of the node and tasks sharing it would oversubscribe every core."""
+    thread per core of the node and tasks sharing it would oversubscribe every core. OMP_NUM_THREADS is exported too:
+    Lightning's DDP otherwise sets cores // (its processes on the node) threads, e.g. 2 instead of 1 for one task per
+    node on a 2-core node (a DDP run across nodes then also computed differently from the same run on one node)."""
     given = os.environ.get("SLURM_CPUS_PER_TASK")
     if not given or not given.isdigit() or os.environ.get("OMP_NUM_THREADS"):
         return None
+    os.environ["OMP_NUM_THREADS"] = given
     torch.set_num_threads(int(given))
     return int(given)
 

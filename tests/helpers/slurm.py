@@ -1,7 +1,14 @@
-"""A real single-node SLURM cluster for the tests: munged with its own key and socket, slurmctld and slurmd in the
-foreground, everything (state, spool, logs, config) under one directory, stopped by PID.
+"""A real SLURM cluster for the tests (one node, or two): munged with its own key and socket, slurmctld and slurmd
+in the foreground, everything (state, spool, logs, config) under one directory, stopped by PID.
 
-Debian's slurm-wlm + munge (22.05) are enough; no systemd, cgroups or root services are touched. Accounting
+Debian's slurm-wlm + munge (22.05) are enough; no systemd, cgroups or root services are touched.
+
+`second_node=True` adds a node `<host>-2` (after this host in SLURM's node order, so rank 0 stays here) with its
+own slurmd in a network namespace of the test's own: its own IP on a veth pair, its own hostname (a UTS namespace),
+/sys and cgroups as the host's (nsenter, not `ip netns exec`, which remounts /sys). Debian's slurmd is built
+without --enable-multiple-slurmd, so two slurmds cannot share one network stack; two stacks make a real two-node
+cluster on one machine, for multi-node DDP. Both ends of the veth pair carry the same interface name
+(`Namespace.IFACE`), so GLOO_SOCKET_IFNAME names the right one on either node. Accounting
 (slurmdbd + a database) is not started: `sacct`, which submitit polls for job states, is replaced on the PATH of the
 test's commands by a stand-in that answers from `squeue -t all` (finished jobs stay visible for MinJobAge = 300 s).
 """
@@ -69,14 +76,54 @@ def _memory_mb() -> int:
     return 4096
 
 
+class Namespace:
+    """A network namespace joined to this host by a veth pair: the host end `host_ip`, the namespace end `node_ip`,
+    both named IFACE (interface names are per namespace)."""
+
+    IFACE = "vvr0"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        subnet = 200 + os.getpid() % 50  # distinct per test process
+        self.host_ip, self.node_ip = f"10.{subnet}.0.1", f"10.{subnet}.0.2"
+
+    def create(self) -> None:
+        peer = f"{self.name}p"
+        self.delete()  # what a killed earlier session may have left
+        for cmd in (["ip", "netns", "add", self.name],
+                    ["ip", "link", "add", self.IFACE, "type", "veth", "peer", "name", peer],
+                    ["ip", "link", "set", peer, "netns", self.name],
+                    ["ip", "addr", "add", f"{self.host_ip}/24", "dev", self.IFACE],
+                    ["ip", "link", "set", self.IFACE, "up"],
+                    *[["ip", "netns", "exec", self.name, *c] for c in (
+                        ["ip", "link", "set", peer, "name", self.IFACE],
+                        ["ip", "addr", "add", f"{self.node_ip}/24", "dev", self.IFACE],
+                        ["ip", "link", "set", self.IFACE, "up"], ["ip", "link", "set", "lo", "up"],
+                        ["ip", "route", "add", "default", "via", self.host_ip])]):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            if done.returncode != 0:
+                self.delete()
+                raise NamespaceUnavailable(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", self.IFACE], capture_output=True, timeout=30)
+
+
+class NamespaceUnavailable(RuntimeError):
+    """This machine cannot give the test a network namespace (no CAP_NET_ADMIN / CAP_SYS_ADMIN, no iproute2)."""
+
+
 class LocalSlurm:
     """`with LocalSlurm(root) as cluster:` a cluster named after this host; `cluster.env` is what a client command
     (sbatch, squeue, submitit through Hydra) needs: SLURM_CONF and the PATH holding the sacct stand-in."""
 
-    def __init__(self, root: Path, cpus: int | None = None) -> None:
+    def __init__(self, root: Path, cpus: int | None = None, second_node: bool = False) -> None:
         self.root = root
         self.host = socket.gethostname().split(".")[0]
         self.cpus = cpus or os.cpu_count() or 1
+        self.net = Namespace(f"vvr{os.getpid() % 100000}") if second_node else None
+        self.node2 = f"{self.host}-2"
         self.procs: dict[str, subprocess.Popen] = {}
         self.conf = root / "slurm.conf"
         self.socket = root / "munge" / "munge.socket"
@@ -103,9 +150,16 @@ class LocalSlurm:
         sacct.write_text(SACCT)
         sacct.chmod(0o755)
         self._start_munge()
+        if self.net is not None:
+            self.net.create()
+            for node in (self.host, self.node2):
+                (self.root / "spool" / node).mkdir(mode=0o700, exist_ok=True)
         self.conf.write_text(self._config())
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf), "-N", self.host])
+        if self.net is not None:  # in its namespace, under its own hostname
+            self._spawn("slurmd-2", ["nsenter", f"--net=/run/netns/{self.net.name}", "unshare", "--uts", "sh", "-c",
+                                     f"hostname {self.node2} && exec slurmd -D -f {self.conf} -N {self.node2}"])
         self._wait_idle(timeout)
 
     def _start_munge(self) -> None:
@@ -120,13 +174,19 @@ class LocalSlurm:
 
     def _config(self) -> str:
         r, host = self.root, self.host
+        addr = self.net.host_ip if self.net else "127.0.0.1"
+        spool = f"{r / 'spool'}/%n" if self.net else f"{r / 'spool'}"
+        nodes = [f"NodeName={host} NodeAddr={addr} CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN"]
+        if self.net:
+            nodes.append(f"NodeName={self.node2} NodeAddr={self.net.node_ip} CPUs={self.cpus} "
+                         f"RealMemory={_memory_mb()} State=UNKNOWN")
         return "\n".join([
-            "ClusterName=vvrtest", f"SlurmctldHost={host}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
+            "ClusterName=vvrtest", f"SlurmctldHost={host}({addr})", "SlurmUser=root", "SlurmdUser=root",
             f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={self.socket},cred_expire=5",
-            f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={r / 'spool'}",
-            f"SlurmctldPidFile={r / 'slurmctld.pid'}", f"SlurmdPidFile={r / 'slurmd.pid'}",
-            f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={r / 'log' / 'slurmd.log'}",
+            f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={spool}",
+            f"SlurmctldPidFile={r / 'slurmctld.pid'}", f"SlurmdPidFile={r / 'slurmd-%n.pid'}",
+            f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={r / 'log' / 'slurmd-%n.log'}",
             # no cgroups, no accounting daemon: what a container without systemd can run. JobRequeue=0 (as on many
             # clusters): only jobs submitted with --requeue (configs/hydra/launcher/slurm.yaml) may be requeued
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
@@ -134,7 +194,7 @@ class LocalSlurm:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
             "JobRequeue=0", "KillWait=5", "MinJobAge=300", "SchedulerParameters=sched_interval=1",
             "ReturnToService=2", "SlurmdParameters=config_overrides", "PlugStackConfig=/dev/null",
-            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN",
+            *nodes,
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""])
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
@@ -156,9 +216,9 @@ class LocalSlurm:
 
     def _wait_idle(self, timeout: float) -> None:
         def idle() -> bool:
-            out = self.run(["sinfo", "-h", "-o", "%T"], check=False)
-            return out.returncode == 0 and out.stdout.strip() == "idle"
-        self._wait(idle, timeout, "the node did not come up idle")
+            out = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False)
+            return out.returncode == 0 and out.stdout.split() == ["idle"] * (2 if self.net else 1)
+        self._wait(idle, timeout, "the nodes did not come up idle")
 
     def run(self, cmd: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
@@ -189,7 +249,7 @@ class LocalSlurm:
             while time.monotonic() < end and any(j["state"] in ("RUNNING", "COMPLETING", "PENDING")
                                                  for j in self._safe_jobs()):
                 time.sleep(0.5)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd-2", "slurmd", "slurmctld", "munged"):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -199,6 +259,8 @@ class LocalSlurm:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        if self.net is not None:
+            self.net.delete()
 
     def _safe_jobs(self) -> list[dict[str, str]]:
         try:

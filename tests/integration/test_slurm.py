@@ -147,7 +147,7 @@ def test_failed_runs_fail_their_task_once(slurm_cluster: LocalSlurm, tmp_path: P
     assert proc.returncode == 2
     (line,) = stderr.strip().splitlines()
     assert line.startswith("error: sweep task #0 (") and " optim.lr=-0.1 " in line
-    assert line.endswith(f", SLURM task {array}_0) failed: optim.lr=-0.1 must be a positive number")
+    assert line.endswith(f", SLURM task {array}_0) failed: optim.lr=-0.1 is not valid: use a number > 0")
     assert "timed-out too many times" in stdout
     tasks = array_tasks(slurm_cluster, out, settled=True)
     time.sleep(3)  # a task being requeued would be PENDING again by now
@@ -155,6 +155,6 @@ def test_failed_runs_fail_their_task_once(slurm_cluster: LocalSlurm, tmp_path: P
                                                                                       ("FAILED", "0")] == \
         [(t["state"], t["restarts"]) for t in tasks]
     bad, timed_out = (read_results(d) for d in sorted(out.glob("model=*")))
-    assert bad["status"] == "failed" and bad["error"] == "optim.lr=-0.1 must be a positive number"
+    assert bad["status"] == "failed" and bad["error"] == "optim.lr=-0.1 is not valid: use a number > 0"
     assert timed_out["status"] == "running" and timed_out["interruptions"][0]["at_step"] == PAUSE_AT + 1
     assert json.loads((sorted(out.glob("model=*"))[1] / "results.json").read_text())["resume_from"]

@@ -6,7 +6,9 @@ environment (Lightning's SLURMEnvironment), no process launched by Lightning.
   rank 0 alone writes results.json, the CSV and the wandb run;
 - the time-limit signal (USR2) mid-epoch, with the two ranks receiving it in different batches: both stop after the
   same step, one checkpoint, the job is requeued, resumes, and ends with the uninterrupted run's metrics and history;
-- one rank dying (SIGKILL) mid-step: the task fails, the sweep says so in one line, well within `ddp_timeout_s`.
+- one rank dying (SIGKILL) mid-step: the task fails, the sweep says so in one line, well within `ddp_timeout_s`;
+- two nodes x one task (a second slurmd in a network namespace of the test's own, helpers.slurm.Namespace): the
+  same run, rank 1 on the other node, equal to local DDP.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import REPO, csv_history, wandb_env
-from helpers.slurm import LocalSlurm, results, sweep
+from helpers.slurm import LocalSlurm, Namespace, NamespaceUnavailable, results, sweep
 from helpers.wandb import inspect_run
 from models.train.records import read_results
 
@@ -163,3 +165,37 @@ def test_a_dying_rank_fails_the_task_in_one_line_within_the_ddp_timeout(slurm_cl
     assert (job["state"], job["restarts"]) == ("FAILED", "0")
     record = read_results(the_run(out))
     assert record["status"] == "failed" and record["error"], record
+
+
+@pytest.fixture(scope="module")
+def two_nodes(slurm_cluster: LocalSlurm, tmp_path_factory: pytest.TempPathFactory):
+    """A second cluster of two nodes: this host and `<host>-2` in a network namespace (after the one-node tests'
+    cluster is known to work: same packages)."""
+    try:
+        with LocalSlurm(tmp_path_factory.mktemp("slurm2"), cpus=2, second_node=True) as cluster:
+            yield cluster
+    except NamespaceUnavailable as e:
+        pytest.skip(f"no second node: this machine gives no network namespace ({e})")
+
+
+def test_two_nodes_one_task_each_equal_local_ddp(two_nodes: LocalSlurm, local_ddp: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    two_node = [*RUN, "trainer.devices=1", "trainer.num_nodes=2", *ON_SLURM, "hydra.launcher.nodes=2",
+                "hydra.launcher.tasks_per_node=1"]
+    # rendezvous: this host's name resolves to 127.0.0.1 here (/etc/hosts), as node names often do not resolve
+    # between nodes; the address and interface are given as on such clusters
+    env = {**two_nodes.env, **wandb_env(tmp_path), "MASTER_ADDR": two_nodes.net.host_ip,
+           "GLOO_SOCKET_IFNAME": Namespace.IFACE}
+    proc = sweep(two_node, out, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = job_of(two_nodes, out)
+    assert (job["state"], job["restarts"]) == ("COMPLETED", "0")
+    logs = out / ".submitit" / job["id"]
+    hosts = [(logs / f"{job['id']}_{rank}_log.out").read_text().split("hostname=", 1)[1].split(",", 1)[0]
+             for rank in (0, 1)]
+    assert hosts == [two_nodes.host, two_nodes.node2]  # rank 0 here, rank 1 on the other node
+    run_dir = the_run(out)
+    record = read_results(run_dir)
+    assert record["status"] == "finished" and record["hardware/num_devices"] == 2
+    assert results(run_dir) == results(local_ddp)
+    assert csv_history(run_dir) == csv_history(local_ddp)

@@ -48,6 +48,7 @@ def test_threads_follow_slurm_cpus_per_task(monkeypatch: pytest.MonkeyPatch) -> 
         assert threads_from_scheduler() is None  # the user's OMP_NUM_THREADS wins
         monkeypatch.delenv("OMP_NUM_THREADS")
         assert threads_from_scheduler() == 1 and torch.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"  # what Lightning's DDP reads instead of cores // processes
         monkeypatch.delenv("SLURM_CPUS_PER_TASK")
         assert threads_from_scheduler() is None
     finally:
