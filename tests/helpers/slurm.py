@@ -89,6 +89,9 @@ class Namespace:
 
     def create(self) -> None:
         peer = f"{self.name}p"
+        absent = [tool for tool in ("ip", "nsenter", "unshare") if shutil.which(tool) is None]
+        if absent:
+            raise NamespaceUnavailable(f"{', '.join(absent)} not installed (apt-get install iproute2 util-linux)")
         self.delete()  # what a killed earlier session may have left
         for cmd in (["ip", "netns", "add", self.name],
                     ["ip", "link", "add", self.IFACE, "type", "veth", "peer", "name", peer],
