@@ -3,9 +3,9 @@
 One dataclass per section (`Train` at the top), each field a key, its type hint what the key accepts: `Annotated`
 with a `Range` for bounds, `Literal` for choices, unions for "an integer or auto", `None` for null. `check_keys`
 walks a composed config against it and raises a one-line `ConfigError` naming the first bad key and what it takes,
-e.g. `seed='abc' is not valid: use an integer >= 0`; keys the schema does not know are refused the same way. The
-cross-field checks (run length, devices, CUDA graphs, input size, ...) stay beside the code they protect and run
-after this one: here a value is only judged on its own.
+e.g. `seed='abc' is not valid: use an integer in [0, 4294967295]`; keys the schema does not know are refused the
+same way. The cross-field checks (run length, devices, CUDA graphs, input size, ...) stay beside the code they
+protect and run after this one: here a value is only judged on its own.
 
 Why plain dataclasses and not OmegaConf structured configs merged into the composition: OmegaConf 2.3 types neither
 `Literal` nor unions of values, and its errors are multi-line tracebacks raised while Hydra composes. The sections
@@ -23,12 +23,14 @@ from models.errors import ConfigError
 from models.spec import BLOCKS, DOWNSAMPLES, HEADS, SHORTCUTS, STEMS
 from models.train.graphs import MODES
 from models.train.optim import OPTIMIZERS, SCHEDULES
-from models.utils.typed import Pattern, Range, accepts, advice, arms
+from models.utils.typed import Pattern, Range, accepts, advice, arms, describe
 
 Count = Annotated[int, Range(min=0)]
 Positive = Annotated[int, Range(min=1)]
 Seconds = Annotated[float, Range(min=0, open_min=True)]
 Fraction = Annotated[float, Range(min=0, max=1)]
+BelowOne = Annotated[float, Range(min=0, max=1, open_max=True)]  # [0, 1)
+Between = Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)]  # (0, 1)
 Auto = Literal["auto"]
 NoLimit = Literal[-1]  # Lightning's "no limit"
 Clock = Annotated[str, Pattern(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", "a time DD:HH:MM:SS (e.g. 00:12:00:00)")]
@@ -42,10 +44,9 @@ PRECISIONS = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"
 class Optim:
     name: Literal[OPTIMIZERS] = "sgd"  # type: ignore[valid-type]
     lr: Annotated[float, Range(min=0, open_min=True)] = 0.1
-    momentum: Annotated[float, Range(min=0, max=1, open_max=True)] = 0.9
+    momentum: BelowOne = 0.9
     nesterov: bool = False
-    betas: tuple[Annotated[float, Range(min=0, max=1, open_max=True)],
-                 Annotated[float, Range(min=0, max=1, open_max=True)]] = (0.9, 0.999)
+    betas: tuple[BelowOne, BelowOne] = (0.9, 0.999)
     weight_decay: Annotated[float, Range(min=0)] = 5e-4
     decay_bn_bias: bool = False
 
@@ -54,10 +55,10 @@ class Optim:
 class Sched:
     name: Literal[SCHEDULES] = "cosine"  # type: ignore[valid-type]
     warmup_steps: Count = 0
-    milestones: list[Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)]] = field(default_factory=list)
+    milestones: list[Between] = field(default_factory=list)
     gamma: Annotated[float, Range(min=0, max=1, open_min=True)] = 0.1
     min_lr_ratio: Fraction = 0.0
-    pct_start: Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)] = 0.3
+    pct_start: Between = 0.3
     div_factor: Annotated[float, Range(min=1)] = 25.0
     final_div_factor: Annotated[float, Range(min=1)] = 1e4
 
@@ -92,7 +93,7 @@ class Model:
     head: Literal[HEADS] = "gap"  # type: ignore[valid-type]
     head_pool: Positive = 7
     head_hidden: list[Positive] = field(default_factory=list)
-    dropout: Annotated[float, Range(min=0, max=1, open_max=True)] = 0.5
+    dropout: BelowOne = 0.5
     batch_norm: bool = True
     conv_bias: bool = False
     zero_init_residual: bool = False
@@ -118,7 +119,7 @@ class Data:
     classes: list[str] | None = None
     num_classes_subset: Positive | None = None
     imagenette_size: Literal["160px", "320px", "full"] = "160px"
-    val_size: Positive | Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)] | Auto | Literal[0] = 0
+    val_size: Positive | Between | Auto | Literal[0] = 0
     test_size: Positive = 270
     augment: bool = False
     image_size: ImageSize = 32
@@ -206,7 +207,7 @@ class Train:
     run_dir: str | None = None
     optim: Optim | None = None
     sched: Sched | None = None
-    label_smoothing: Annotated[float, Range(min=0, max=1, open_max=True)] = 0.0
+    label_smoothing: BelowOne = 0.0
     channels_last: bool | None = None
     compile: bool | Auto | Literal[MODES] = "auto"  # type: ignore[valid-type]
     check_finite_every: Positive | None = None
@@ -259,8 +260,8 @@ def _walk(section: type, values: dict[str, Any], raw: dict[str, Any], prefix: st
                 taken = ", ".join(sorted(n for n in names if n != "_target_"))
                 raise ConfigError(f"{path} is not a setting of this dataset (data._target_={values.get('_target_')}):"
                                   f" drop it; it takes {taken}")
-            if section is Model:
-                continue  # NetSpec names the valid knobs (models.spec)
+            if section is Model or (section is Data and values.get("_target_") not in DATA_KEYS):
+                continue  # NetSpec names the valid knobs (models.spec); a datamodule of yours takes its own keys
             raise ConfigError(f"unknown key {path}: check the spelling (python scripts/train.py --cfg job lists the "
                               f"keys)")
         _check(path, value, raw.get(key) if isinstance(raw, dict) else None, hints[key])
@@ -319,3 +320,10 @@ def leaf_keys(section: type = Train, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{f.name}"] = hints[f.name]
     return out
+
+
+def key_table() -> str:
+    """docs/config_keys.md's table: every key and what it takes."""
+    lines = ["| key | takes |", "|---|---|"]
+    lines += [f"| `{key}` | {describe(hint)} |" for key, hint in leaf_keys().items()]
+    return "\n".join(lines)

@@ -2,13 +2,13 @@
 (`hydra.launcher.tasks_per_node=2`), each task one DDP rank (gloo, CPU), ranks and rendezvous from SLURM's
 environment (Lightning's SLURMEnvironment), no process launched by Lightning.
 
-- the run's results and CSV history equal the same run launched locally with `trainer=ddp` (Lightning starts rank 1);
-  rank 0 alone writes results.json, the CSV and the wandb run;
 - the time-limit signal (USR2) mid-epoch, with the two ranks receiving it in different batches: both stop after the
   same step, one checkpoint, the job is requeued, resumes, and ends with the uninterrupted run's metrics and history;
 - one rank dying (SIGKILL) mid-step: the task fails, the sweep says so in one line, well within `ddp_timeout_s`;
-- two nodes x one task (a second slurmd in a network namespace of the test's own, helpers.slurm.Namespace): the
-  same run, rank 1 on the other node, equal to local DDP.
+- two nodes x one task (a second slurmd in a network namespace of the test's own, helpers.slurm.Namespace): rank 1
+  on the other node; results and CSV history equal to the same run launched locally with `trainer=ddp` (Lightning
+  starts rank 1); rank 0 alone writes results.json, the CSV and the one wandb run.
+Every finished run's results equal the local DDP run's, so the SLURM environment changes nothing a run computes.
 """
 
 from __future__ import annotations
@@ -75,34 +75,8 @@ def local_ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return the_run(out)
 
 
-@pytest.fixture(scope="module")
-def slurm_ddp(slurm_cluster: LocalSlurm, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict]:
-    out = tmp_path_factory.mktemp("slurm_ddp") / "sweep"
-    proc = sweep([*RUN, *ON_SLURM], out, {**slurm_cluster.env, **wandb_env(out.parent)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return the_run(out), proc.stdout, job_of(slurm_cluster, out)
-
-
-def test_ddp_in_slurm_tasks_equals_local_ddp_and_rank_zero_writes_once(slurm_ddp: tuple[Path, str, dict],
-                                                                        local_ddp: Path) -> None:
-    run_dir, stdout, job = slurm_ddp
-    assert (job["state"], job["restarts"]) == ("COMPLETED", "0")
-    assert stdout.count(" finished (SLURM task ") == 1
-    logs = sorted(p.name for p in (run_dir.parent / ".submitit" / job["id"]).glob("*_log.out"))
-    assert logs == [f"{job['id']}_0_log.out", f"{job['id']}_1_log.out"]  # two tasks: the two ranks
-    rank1 = (run_dir.parent / ".submitit" / job["id"] / f"{job['id']}_1_log.out").read_text()
-    assert "global_rank=1(2)" in rank1 and "starting" not in rank1 and "finished:" not in rank1  # rank 0 speaks
-    record = read_results(run_dir)
-    assert record["status"] == "finished" and record["invocations"] == 1
-    assert record["hardware/num_devices"] == 2 and record["hardware/threads"] == 1
-    assert results(run_dir) == results(local_ddp)
-    assert csv_history(run_dir) == csv_history(local_ddp)
-    wandb = inspect_run(run_dir)  # one wandb run (rank 0's), read back by wandb itself
-    assert wandb["summary"]["test/acc"] == pytest.approx(record["test/acc"])
-
-
 def test_time_limit_signal_stops_every_rank_at_one_step_then_requeue_resumes(
-        slurm_cluster: LocalSlurm, slurm_ddp: tuple[Path, str, dict], tmp_path: Path) -> None:
+        slurm_cluster: LocalSlurm, local_ddp: Path, tmp_path: Path) -> None:
     """SLURM delivers the signal to each task at its own time; here it reaches rank 0 (waiting before step 7) and
     never rank 1 (in step 7's all-reduce), the extreme case. The ranks agree at the end of step 7 and both stop
     there; a rank stopping alone would leave the other blocked in step 8's all-reduce until ddp_timeout_s."""
@@ -118,18 +92,19 @@ def test_time_limit_signal_stops_every_rank_at_one_step_then_requeue_resumes(
     assert proc.returncode == 0, stderr[-3000:]
     job = job_of(slurm_cluster, out)
     assert (job["state"], job["restarts"]) == ("COMPLETED", "1")
-    run_dir, (reference, _, _) = the_run(out), slurm_ddp
+    run_dir = the_run(out)
     record = read_results(run_dir)
     assert record["status"] == "finished" and record["invocations"] == 2, record
     (stop,) = record["interruptions"]
     assert (stop["by"], stop["at_step"]) == ("SIGUSR2 (SLURM time limit or preemption)", PAUSE_AT + 1)
     assert record["resumed_at_step"] == PAUSE_AT + 1  # one checkpoint, at the step both ranks stopped after
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
-    assert results(run_dir) == results(reference)
-    assert csv_history(run_dir) == csv_history(reference)
+    assert results(run_dir) == results(local_ddp)  # = the uninterrupted run (Lightning-launched DDP, same ranks)
+    assert csv_history(run_dir) == csv_history(local_ddp)
     logs = out / ".submitit" / job_id
-    assert "Not checkpointing nor requeuing since I am a slave" in (logs / f"{job_id}_1_log.err").read_text() + \
-        (logs / f"{job_id}_1_log.out").read_text()
+    rank1 = (logs / f"{job_id}_1_log.err").read_text() + (logs / f"{job_id}_1_log.out").read_text()
+    assert "global_rank=1(2)" in rank1 and "Not checkpointing nor requeuing since I am a slave" in rank1
+    assert "starting" not in rank1 and "finished:" not in rank1  # rank 0 alone speaks
 
 
 def _job_ids(out: Path, proc: subprocess.Popen, timeout: float = 60) -> list[str]:
@@ -146,14 +121,14 @@ def test_a_dying_rank_fails_the_task_in_one_line_within_the_ddp_timeout(slurm_cl
                                                                          tmp_path: Path) -> None:
     out, marks = tmp_path / "sweep", tmp_path / "paused"
     marks.mkdir()
-    env = {**slurm_cluster.env, **wandb_env(tmp_path), "PYTHONPATH": str(PAUSE_HOOK), "PAUSE_AT_STEP": str(PAUSE_AT),
+    env = {**slurm_cluster.env, **wandb_env(tmp_path), "PYTHONPATH": str(PAUSE_HOOK), "PAUSE_AT_STEP": "1",
            "PAUSE_DIR": str(marks), "PAUSE_RANKS": "1"}
     proc = sweep([*RUN, *ON_SLURM], out, env, wait=False)
     (job_id,) = _job_ids(out, proc)
     wait_for([marks / f"{job_id}.1"], proc)
     pid = int((marks / f"{job_id}.1").read_text().rsplit("pid ", 1)[1])
     killed = time.monotonic()
-    os.kill(pid, signal.SIGKILL)  # rank 1 dies; rank 0 waits in step 7's gradient all-reduce
+    os.kill(pid, signal.SIGKILL)  # rank 1 dies; rank 0 waits in step 1's gradient all-reduce
     _, stderr = proc.communicate(timeout=DDP_TIMEOUT_S * 3)
     took = time.monotonic() - killed
     assert proc.returncode == 2, stderr[-3000:]
@@ -169,8 +144,8 @@ def test_a_dying_rank_fails_the_task_in_one_line_within_the_ddp_timeout(slurm_cl
 
 @pytest.fixture(scope="module")
 def two_nodes(slurm_cluster: LocalSlurm, tmp_path_factory: pytest.TempPathFactory):
-    """A second cluster of two nodes: this host and `<host>-2` in a network namespace (after the one-node tests'
-    cluster is known to work: same packages)."""
+    """A second cluster of two nodes: this host and `<host>-2` in a network namespace (`slurm_cluster` first: it
+    installs the packages, or skips)."""
     try:
         with LocalSlurm(tmp_path_factory.mktemp("slurm2"), cpus=2, second_node=True) as cluster:
             yield cluster
@@ -194,8 +169,13 @@ def test_two_nodes_one_task_each_equal_local_ddp(two_nodes: LocalSlurm, local_dd
     hosts = [(logs / f"{job['id']}_{rank}_log.out").read_text().split("hostname=", 1)[1].split(",", 1)[0]
              for rank in (0, 1)]
     assert hosts == [two_nodes.host, two_nodes.node2]  # rank 0 here, rank 1 on the other node
+    assert "finished:" not in (logs / f"{job['id']}_1_log.out").read_text()  # rank 0 alone speaks
+    assert proc.stdout.count(" finished (SLURM task ") == 1
     run_dir = the_run(out)
     record = read_results(run_dir)
-    assert record["status"] == "finished" and record["hardware/num_devices"] == 2
+    assert record["status"] == "finished" and record["invocations"] == 1
+    assert record["hardware/num_devices"] == 2 and record["hardware/threads"] == 1
     assert results(run_dir) == results(local_ddp)
     assert csv_history(run_dir) == csv_history(local_ddp)
+    wandb = inspect_run(run_dir)  # one wandb run (rank 0's), read back by wandb itself
+    assert wandb["summary"]["test/acc"] == pytest.approx(record["test/acc"])
