@@ -290,3 +290,17 @@ def results(run_dir: Path) -> dict:
 
     record = read_results(run_dir)
     return {k: v for k, v in record.items() if k.startswith(RESULTS)}
+
+
+def wait_for(paths: list[Path], proc: subprocess.Popen, what: str, timeout: float = 180) -> None:
+    """Until every marker file in `paths` exists (the paused tasks or ranks wrote them); the sweep's output in the
+    failure when `proc` ends or `timeout` passes first."""
+    import pytest
+
+    end = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"{what}: {out[-2000:]} {err[-2000:]}")
+        time.sleep(0.2)

@@ -13,14 +13,13 @@ Runs pause at a known step (tests/helpers/pause/sitecustomize.py) so that the si
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers.runs import REPO, csv_history
-from helpers.slurm import ENDED, LocalSlurm, results, sweep
+from helpers.slurm import ENDED, LocalSlurm, results, sweep, wait_for
 from models.analysis.report import report
 from models.train.records import read_results
 
@@ -51,16 +50,6 @@ def array_tasks(cluster: LocalSlurm, out: Path, settled: bool = False) -> list[d
         tasks = sorted((j for j in cluster.jobs() if j["array_job"] in array), key=lambda j: j["array_task"])
         if not settled or time.monotonic() > end or all(t["state"] in ENDED for t in tasks):
             return tasks
-        time.sleep(0.5)
-
-
-def wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 180) -> None:
-    end = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"the tasks never reached step {PAUSE_AT}: {out[-2000:]} {err[-2000:]}")
         time.sleep(0.5)
 
 
@@ -109,7 +98,7 @@ def test_signalled_tasks_checkpoint_requeue_and_resume_like_uninterrupted(slurm_
     marks.mkdir()
     env = {**slurm_cluster.env, "PYTHONPATH": str(PAUSE_HOOK), "PAUSE_AT_STEP": str(PAUSE_AT), "PAUSE_DIR": str(marks)}
     proc = sweep([*TINY, MODELS, *ON_SLURM], out, env, wait=False)
-    wait_for([marks / "0", marks / "1"], proc)
+    wait_for([marks / "0", marks / "1"], proc, f"the tasks never reached step {PAUSE_AT}")
     array = array_tasks(slurm_cluster, out)[0]["array_job"]
     slurm_cluster.run(["scancel", "--signal=USR2", f"{array}_0"])  # plain20: the time-limit signal
     slurm_cluster.run(["scontrol", "requeue", f"{array}_1"])  # resnet20: preemption / requeue (SIGTERM)
@@ -140,7 +129,7 @@ def test_failed_runs_fail_their_task_once(slurm_cluster: LocalSlurm, tmp_path: P
     env = {**slurm_cluster.env, "PYTHONPATH": str(PAUSE_HOOK), "PAUSE_AT_STEP": str(PAUSE_AT), "PAUSE_DIR": str(marks)}
     args = [*TINY, "model=plain20", "optim.lr=-0.1,0.05", *ON_SLURM, "hydra.launcher.max_num_timeout=0"]
     proc = sweep(args, out, env, wait=False)
-    wait_for([marks / "1"], proc)
+    wait_for([marks / "1"], proc, f"task 1 never reached step {PAUSE_AT}")
     array = array_tasks(slurm_cluster, out)[0]["array_job"]
     slurm_cluster.run(["scancel", "--signal=USR2", f"{array}_1"])
     stdout, stderr = proc.communicate(timeout=300)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers.runs import REPO, csv_history, wandb_env
-from helpers.slurm import LocalSlurm, Namespace, NamespaceUnavailable, results, sweep
+from helpers.slurm import LocalSlurm, Namespace, NamespaceUnavailable, results, sweep, wait_for
 from helpers.wandb import inspect_run
 from models.train.records import read_results
 
@@ -56,16 +56,6 @@ def job_of(cluster: LocalSlurm, out: Path) -> dict[str, str]:
         time.sleep(0.5)
 
 
-def wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 180) -> None:
-    end = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"the ranks never reached step {PAUSE_AT}: {out[-2000:]} {err[-2000:]}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def local_ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same run with `trainer=ddp` on this machine (Lightning launches rank 1), one thread per rank."""
@@ -86,7 +76,7 @@ def test_time_limit_signal_stops_every_rank_at_one_step_then_requeue_resumes(
            "PAUSE_DIR": str(marks), "PAUSE_RANKS": "0"}
     proc = sweep([*RUN, *ON_SLURM], out, env, wait=False)
     (job_id,) = _job_ids(out, proc)
-    wait_for([marks / job_id], proc)
+    wait_for([marks / job_id], proc, f"rank 0 never reached step {PAUSE_AT}")
     os.kill(int((marks / job_id).read_text().rsplit("pid ", 1)[1]), signal.SIGUSR2)  # rank 0's process only
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
@@ -125,7 +115,7 @@ def test_a_dying_rank_fails_the_task_in_one_line_within_the_ddp_timeout(slurm_cl
            "PAUSE_DIR": str(marks), "PAUSE_RANKS": "1"}
     proc = sweep([*RUN, *ON_SLURM], out, env, wait=False)
     (job_id,) = _job_ids(out, proc)
-    wait_for([marks / f"{job_id}.1"], proc)
+    wait_for([marks / f"{job_id}.1"], proc, "rank 1 never reached step 1")
     pid = int((marks / f"{job_id}.1").read_text().rsplit("pid ", 1)[1])
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)  # rank 1 dies; rank 0 waits in step 1's gradient all-reduce
