@@ -2,8 +2,8 @@
 (`hydra.launcher.tasks_per_node=2`), each task one DDP rank (gloo, CPU), ranks and rendezvous from SLURM's
 environment (Lightning's SLURMEnvironment), no process launched by Lightning.
 
-- the time-limit signal (USR2) mid-epoch, with the two ranks receiving it in different batches: both stop after the
-  same step, one checkpoint, the job is requeued, resumes, and ends with the uninterrupted run's metrics and history;
+- the time-limit signal (USR2) mid-epoch reaching one rank only, a SIGTERM the other: both stop after the same step,
+  one checkpoint, the job is requeued, resumes, and ends with the uninterrupted run's metrics and history;
 - one rank dying (SIGKILL) mid-step: the task fails, the sweep says so in one line, well within `ddp_timeout_s`;
 - two nodes x one task (a second slurmd in a network namespace of the test's own, helpers.slurm.Namespace): rank 1
   on the other node; results and CSV history equal to the same run launched locally with `trainer=ddp` (Lightning
@@ -67,17 +67,23 @@ def local_ddp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_time_limit_signal_stops_every_rank_at_one_step_then_requeue_resumes(
         slurm_cluster: LocalSlurm, local_ddp: Path, tmp_path: Path) -> None:
-    """SLURM delivers the signal to each task at its own time; here it reaches rank 0 (waiting before step 7) and
-    never rank 1 (in step 7's all-reduce), the extreme case. The ranks agree at the end of step 7 and both stop
-    there; a rank stopping alone would leave the other blocked in step 8's all-reduce until ddp_timeout_s."""
+    """SLURM delivers a signal to each task at its own time: here the time-limit signal reaches rank 0 (waiting
+    before step 7) only, and rank 1 (in step 7's all-reduce) gets a plain SIGTERM instead (a preemption notice).
+    The ranks agree at the end of step 7 -- the time limit wins -- and both stop there. A rank stopping alone would
+    leave the other blocked in step 8's all-reduce until ddp_timeout_s; Lightning's own SIGTERM handler would call
+    a collective from inside the signal handler."""
     out, marks = tmp_path / "sweep", tmp_path / "paused"
     marks.mkdir()
     env = {**slurm_cluster.env, **wandb_env(tmp_path), "PYTHONPATH": str(PAUSE_HOOK), "PAUSE_AT_STEP": str(PAUSE_AT),
            "PAUSE_DIR": str(marks), "PAUSE_RANKS": "0"}
     proc = sweep([*RUN, *ON_SLURM], out, env, wait=False)
     (job_id,) = _job_ids(out, proc)
-    wait_for([marks / job_id], proc, f"rank 0 never reached step {PAUSE_AT}")
-    os.kill(int((marks / job_id).read_text().rsplit("pid ", 1)[1]), signal.SIGUSR2)  # rank 0's process only
+    wait_for([marks / job_id, marks / f"{job_id}.1"], proc, f"the ranks never reached step {PAUSE_AT}")
+    pid = {rank: int((marks / name).read_text().rsplit("pid ", 1)[1]) for rank, name in ((0, job_id),
+                                                                                         (1, f"{job_id}.1"))}
+    os.kill(pid[1], signal.SIGTERM)  # rank 1: a preemption notice, noted while it waits in the all-reduce
+    time.sleep(0.5)
+    os.kill(pid[0], signal.SIGUSR2)  # rank 0: the time limit
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
     job = job_of(slurm_cluster, out)

@@ -330,3 +330,27 @@ def test_the_deferred_finite_watch_names_the_first_bad_step() -> None:
     assert watch.first_bad() == -1  # emptied by the check
     watch.add(20, torch.tensor(3.0))
     assert watch.first_bad() == -1
+
+
+@pytest.mark.parametrize(("every", "accumulate"), [(3, 1), (2, 2)])
+def test_the_step_rows_follow_lightnings_own_logging_rule(every: int, accumulate: int) -> None:
+    """`logs_this_step` (public attributes only) says what Lightning's private `should_update_logs` says, on every
+    batch, with gradient accumulation and on the last step (should_stop): a Lightning that changes its rule fails
+    here, not in a user's history."""
+    from data.digits import DigitsDataModule
+
+    seen: list[tuple[int, bool, bool]] = []
+
+    class Watched(Classifier):
+        def training_step(self, batch, i):
+            seen.append((self.global_step, self.logs_this_step(), self.trainer._logger_connector.should_update_logs))
+            return super().training_step(batch, i)
+
+    module = Watched(models.build("resnet20", num_classes=10), 10)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, max_steps=7, limit_val_batches=0, num_sanity_val_steps=0,
+                         log_every_n_steps=every, accumulate_grad_batches=accumulate)
+    trainer.fit(module, datamodule=DigitsDataModule(image_size=8, batch_size=64))
+    assert len(seen) == 7 * accumulate
+    assert [ours for _, ours, _ in seen] == [theirs for _, _, theirs in seen]
+    assert any(ours for _, ours, _ in seen) and not all(ours for _, ours, _ in seen)

@@ -2,8 +2,9 @@
 $PAUSE_DIR/<SLURM task id> (rank k > 0 of a DDP job: <task id>.<k>; the text: "paused at step N, pid P"), and waits
 until a signal asks Lightning to stop (SIGTERM, or submitit's USR2 deferred by models/train/preempt.py; under DDP,
 until this rank has noted it) -- so the test's `scancel --signal=USR2` / `scontrol requeue` lands mid-training at a
-known step. $PAUSE_RANKS (e.g. "1") pauses only those ranks. Each task pauses once (the marker stays); the library
-has no test hooks, this patches it from outside."""
+known step. $PAUSE_RANKS (e.g. "1") pauses only those ranks; every rank writes its marker at that step all the same
+(the test finds each rank's pid there). Each task pauses once (the marker stays); the library has no test hooks,
+this patches it from outside."""
 
 import importlib.abc
 import importlib.util
@@ -28,10 +29,10 @@ def _patch(module) -> None:
 
     def training_step(self, batch, batch_idx):
         mark = marks / (task if rank == "0" else f"{task}.{rank}")
-        if self.global_step == step and not mark.exists() and rank in ranks:
-            mark.write_text(f"paused at step {step}, pid {os.getpid()}")
+        if self.global_step == step and not mark.exists():
+            mark.write_text(f"{'paused' if rank in ranks else 'reached'} step {step}, pid {os.getpid()}")
             end = time.monotonic() + 120
-            while not signalled(self.trainer) and time.monotonic() < end:
+            while rank in ranks and not signalled(self.trainer) and time.monotonic() < end:
                 time.sleep(0.05)
         return original(self, batch, batch_idx)
 
