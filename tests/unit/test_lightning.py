@@ -354,3 +354,23 @@ def test_the_step_rows_follow_lightnings_own_logging_rule(every: int, accumulate
     assert len(seen) == 7 * accumulate
     assert [ours for _, ours, _ in seen] == [theirs for _, _, theirs in seen]
     assert any(ours for _, ours, _ in seen) and not all(ours for _, ours, _ in seen)
+
+
+def test_a_checkpoint_of_the_torchmetrics_era_still_resumes_its_records() -> None:
+    """Checkpoints written before val/acc_best and the epoch sums left torchmetrics' private state: their MaxMetric
+    state and `_update_count` entries load into the new buffer and sums."""
+    from types import SimpleNamespace
+
+    from models.train.history import ResumeState
+
+    module = Classifier(models.build("resnet20", num_classes=10), 10)
+    old = {"metric_state": {"val_acc_best": {"max_value": torch.tensor(0.625), "_update_count": torch.tensor(3)}},
+           "train_epoch_state": {"counts/correct": torch.tensor([[4, 6, 7, 8, 9]]), "counts/images": torch.tensor([10]),
+                                 "counts/loss_sum": torch.tensor([12.5]), "counts/_update_count": torch.tensor([2])}}
+    ResumeState().on_load_checkpoint(SimpleNamespace(world_size=1, global_rank=0), module, old)
+    assert float(module.val_acc_best) == 0.625
+    sums = module.counts["train_counts"].compute()
+    assert (float(sums["acc"]), float(sums["acc_top5"]), float(sums["loss"])) == pytest.approx((0.4, 0.9, 1.25))
+    never = {"metric_state": {"val_acc_best": {"state": {"max_value": torch.tensor(float("-inf"))}, "update_count": 0}}}
+    ResumeState().on_load_checkpoint(SimpleNamespace(world_size=1, global_rank=0), module, never)
+    assert float(module.val_acc_best) == 0.0  # MaxMetric's -inf before any validation: 0, finite
