@@ -5,7 +5,9 @@ catches the error into the task's return value; and one task that dies (killed, 
 `max_num_timeout` time-outs) makes the sweep raise submitit's traceback at once while the other tasks still run.
 Here a failed run fails its SLURM task (squeue/sacct say FAILED), the sweep prints one line per task as it ends,
 waits for every task, and then reports the first failure in one line naming the task, its overrides and the cause.
-Time limits and preemption (requeue, resume) are handled by the run itself: models/train/preempt.py.
+Time limits and preemption (requeue, resume) are handled by the run itself: models/train/preempt.py. DDP inside a
+job is one SLURM task per rank: the launcher refuses, before anything is submitted, a trainer whose ranks do not
+match the tasks it asks SLURM for (Lightning would say so only once the job starts, after its wait in the queue).
 """
 
 from __future__ import annotations
@@ -40,6 +42,19 @@ def cause(error: Exception) -> str:
     return " ".join(text.splitlines()[:2]) or type(error).__name__
 
 
+def check_ranks(trainer: Any, tasks_per_node: int, nodes: int) -> None:
+    """Lightning under SLURM runs one DDP rank per task: trainer.devices must be the tasks per node and
+    trainer.num_nodes the nodes (a devices value of auto / -1 / a list is left to Lightning)."""
+    devices, num_nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 and devices != tasks_per_node:
+        raise ConfigError(f"trainer.devices={devices} but hydra.launcher.tasks_per_node={tasks_per_node}: under SLURM "
+                          f"each DDP rank is one task: set hydra.launcher.tasks_per_node={devices} (and "
+                          f"hydra.launcher.gpus_per_node={devices} on GPUs), or trainer.devices={tasks_per_node}")
+    if isinstance(num_nodes, int) and num_nodes != nodes:
+        raise ConfigError(f"trainer.num_nodes={num_nodes} but hydra.launcher.nodes={nodes}: set "
+                          f"hydra.launcher.nodes={num_nodes}, or trainer.num_nodes={nodes}")
+
+
 class SlurmTaskLauncher(SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """In the SLURM task: the run; an error fails the task (submitit records it, the task exits non-zero)."""
@@ -55,6 +70,7 @@ class SlurmTaskLauncher(SlurmLauncher):
         import submitit
 
         assert self.config is not None
+        check_ranks(self.config.get("trainer") or {}, int(self.params["tasks_per_node"]), int(self.params["nodes"]))
         params = dict(self.params)
         executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
                                          slurm_max_num_timeout=params.pop("max_num_timeout"))

@@ -11,7 +11,7 @@ import torch
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from models.train.preempt import Preemption
-from models.utils.slurm import cause
+from models.utils.slurm import cause, check_ranks
 from models.utils.system import threads_from_scheduler
 
 
@@ -65,3 +65,14 @@ def test_causes_are_one_line() -> None:
                                  "(state: CANCELLED)\nError stream produced:\n...")
     assert cause(killed) == "Job 7_1 (task: 0) with path /x/7_1_0_result.pkl has not produced any output (state: " \
                             "CANCELLED)"
+
+
+def test_ddp_ranks_must_match_the_slurm_tasks() -> None:
+    from models.errors import ConfigError
+
+    check_ranks({"devices": 4, "num_nodes": 2}, tasks_per_node=4, nodes=2)
+    check_ranks({"devices": "auto", "num_nodes": 1}, tasks_per_node=8, nodes=1)  # Lightning's to judge
+    with pytest.raises(ConfigError, match=r"^trainer.num_nodes=2 but hydra.launcher.nodes=1: set hydra.launcher.nodes"):
+        check_ranks({"devices": 1, "num_nodes": 2}, tasks_per_node=1, nodes=1)
+    with pytest.raises(ConfigError, match=r"^trainer.devices=8 but hydra.launcher.tasks_per_node=1: "):
+        check_ranks({"devices": 8, "num_nodes": 1}, tasks_per_node=1, nodes=1)
