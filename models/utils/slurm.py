@@ -13,7 +13,8 @@ match the tasks it asks SLURM for (Lightning would say so only once the job star
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,22 @@ def check_ranks(trainer: Any, tasks_per_node: int, nodes: int) -> None:
                           f"hydra.launcher.nodes={num_nodes}, or trainer.num_nodes={nodes}")
 
 
+def as_completed(jobs: Sequence[Any], poll_s: float = 2) -> Iterator[Any]:
+    """submitit's jobs as they end. submitit asks SLURM for their states ever more rarely (after 2, 4, 8, ... s) and
+    a job counts as done when every task wrote its result; a DDP job whose rank 0 failed while another rank died
+    without a result would be noticed minutes late. So a job with any task's result written is asked about now."""
+    pending = list(jobs)
+    while pending:
+        for job in list(pending):
+            tasks = [job.task(k) for k in range(job.num_tasks)]  # (a multi-task job's done() forces no task)
+            force = len(tasks) > 1 and any(task.paths.result_pickle.exists() for task in tasks)
+            if all(task.done(force_check=force) for task in tasks):
+                pending.remove(job)
+                yield job
+        if pending:
+            time.sleep(poll_s)
+
+
 class SlurmTaskLauncher(SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """In the SLURM task: the run; an error fails the task (submitit records it, the task exits non-zero)."""
@@ -86,7 +103,7 @@ class SlurmTaskLauncher(SlurmLauncher):
                  f"{jobs[0].job_id.split('_')[0]}; logs in {self.params['submitit_folder']})")
         by_job = {job.job_id: (i, list(o)) for job, i, o in zip(jobs, indices, job_overrides)}
         returns = {}
-        for job in submitit.helpers.as_completed(jobs, poll_frequency=2):
+        for job in as_completed(jobs):
             index, overrides = by_job[job.job_id]
             returns[index] = self._outcome(job, index, overrides)
         return [returns[i] for i in indices]

@@ -30,7 +30,9 @@ def _patch(module) -> None:
     def training_step(self, batch, batch_idx):
         mark = marks / (task if rank == "0" else f"{task}.{rank}")
         if self.global_step == step and not mark.exists():
-            mark.write_text(f"{'paused' if rank in ranks else 'reached'} step {step}, pid {os.getpid()}")
+            tmp = mark.parent / f"{mark.name}.{os.getpid()}.tmp"  # whole or absent: the test reads the pid at once
+            tmp.write_text(f"{'paused' if rank in ranks else 'reached'} step {step}, pid {os.getpid()}")
+            os.replace(tmp, mark)
             end = time.monotonic() + 120
             while rank in ranks and not signalled(self.trainer) and time.monotonic() < end:
                 time.sleep(0.05)
