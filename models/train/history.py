@@ -45,8 +45,7 @@ def set_rng_state(rng: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
 
 
-def _gather(trainer: pl.Trainer, module: pl.LightningModule, state: dict[str, torch.Tensor]
-            ) -> dict[str, torch.Tensor]:
+def _gather(trainer: pl.Trainer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Every rank's `state`, stacked along a leading rank dimension, on the CPU."""
     if trainer.world_size == 1:
         return {k: v.unsqueeze(0).cpu() for k, v in state.items()}
@@ -74,7 +73,7 @@ class ResumeState(Callback):
         if not isinstance(pl_module, Classifier):
             return
         checkpoint["metric_state"] = {"val_acc_best": {"max_value": pl_module.val_acc_best.cpu()}}
-        checkpoint["train_epoch_state"] = _gather(trainer, pl_module, pl_module.train_sums())
+        checkpoint["train_epoch_state"] = _gather(trainer, pl_module.train_sums())
         row = pl_module.unwritten_epoch_row
         if row is not None:
             checkpoint["train_epoch_pending"] = {"metrics": row, "epoch": trainer.current_epoch,

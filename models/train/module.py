@@ -35,8 +35,6 @@ def compiler_error(error: BaseException) -> bool:
                or "BackendCompilerFailed" in n for n in names)
 
 
-
-
 class Classifier(pl.LightningModule):
     def __init__(
         self,

@@ -48,7 +48,9 @@ class Pattern:
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
+
 def arms(hint: Any) -> tuple[Any, ...]:
+    """The alternatives of a union, nested unions flattened (a non-union: itself)."""
     if typing.get_origin(hint) in (Union, types.UnionType):
         return tuple(a for arm in typing.get_args(hint) for a in arms(arm))
     return (hint,)
@@ -89,7 +91,7 @@ def accepts(hint: Any, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:  # `experiment=2024` reaches us as an int: a name all the same
         return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    raise TypeError(f"models.train.keys cannot check the type {hint!r}")
+    raise TypeError(f"models.utils.typed cannot check the type {hint!r}")
 
 
 def describe(hint: Any) -> str:

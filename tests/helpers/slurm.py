@@ -155,8 +155,8 @@ class LocalSlurm:
         self._start_munge()
         if self.net is not None:
             self.net.create()
-            for node in (self.host, self.node2):
-                (self.root / "spool" / node).mkdir(mode=0o700, exist_ok=True)
+        for node, _ in self.nodes():
+            (self.root / "spool" / node).mkdir(mode=0o700, exist_ok=True)
         self.conf.write_text(self._config())
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf), "-N", self.host])
@@ -175,19 +175,19 @@ class LocalSlurm:
                                f"--seed-file={m / 'munged.seed'}"])
         self._wait(lambda: self.socket.exists(), 10, "munged did not create its socket")
 
+    def nodes(self) -> list[tuple[str, str]]:
+        """(name, address) of each node: this host, then `<host>-2` in its namespace."""
+        if self.net is None:
+            return [(self.host, "127.0.0.1")]
+        return [(self.host, self.net.host_ip), (self.node2, self.net.node_ip)]
+
     def _config(self) -> str:
-        r, host = self.root, self.host
-        addr = self.net.host_ip if self.net else "127.0.0.1"
-        spool = f"{r / 'spool'}/%n" if self.net else f"{r / 'spool'}"
-        nodes = [f"NodeName={host} NodeAddr={addr} CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN"]
-        if self.net:
-            nodes.append(f"NodeName={self.node2} NodeAddr={self.net.node_ip} CPUs={self.cpus} "
-                         f"RealMemory={_memory_mb()} State=UNKNOWN")
+        r, (host, addr) = self.root, self.nodes()[0]
         return "\n".join([
             "ClusterName=vvrtest", f"SlurmctldHost={host}({addr})", "SlurmUser=root", "SlurmdUser=root",
             f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={self.socket},cred_expire=5",
-            f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={spool}",
+            f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={r / 'spool'}/%n",
             f"SlurmctldPidFile={r / 'slurmctld.pid'}", f"SlurmdPidFile={r / 'slurmd-%n.pid'}",
             f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={r / 'log' / 'slurmd-%n.log'}",
             # no cgroups, no accounting daemon: what a container without systemd can run. JobRequeue=0 (as on many
@@ -197,7 +197,8 @@ class LocalSlurm:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
             "JobRequeue=0", "KillWait=5", "MinJobAge=300", "SchedulerParameters=sched_interval=1",
             "ReturnToService=2", "SlurmdParameters=config_overrides", "PlugStackConfig=/dev/null",
-            *nodes,
+            *[f"NodeName={name} NodeAddr={address} CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN"
+              for name, address in self.nodes()],
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""])
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
@@ -220,7 +221,7 @@ class LocalSlurm:
     def _wait_idle(self, timeout: float) -> None:
         def idle() -> bool:
             out = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False)
-            return out.returncode == 0 and out.stdout.split() == ["idle"] * (2 if self.net else 1)
+            return out.returncode == 0 and out.stdout.split() == ["idle"] * len(self.nodes())
         self._wait(idle, timeout, "the nodes did not come up idle")
 
     def run(self, cmd: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -79,8 +79,7 @@ def test_time_limit_signal_stops_every_rank_at_one_step_then_requeue_resumes(
     proc = sweep([*RUN, *ON_SLURM], out, env, wait=False)
     (job_id,) = _job_ids(out, proc)
     wait_for([marks / job_id, marks / f"{job_id}.1"], proc, f"the ranks never reached step {PAUSE_AT}")
-    pid = {rank: int((marks / name).read_text().rsplit("pid ", 1)[1]) for rank, name in ((0, job_id),
-                                                                                         (1, f"{job_id}.1"))}
+    pid = {0: _pid(marks / job_id), 1: _pid(marks / f"{job_id}.1")}
     os.kill(pid[1], signal.SIGTERM)  # rank 1: a preemption notice, noted while it waits in the all-reduce
     time.sleep(0.5)
     os.kill(pid[0], signal.SIGUSR2)  # rank 0: the time limit
@@ -103,6 +102,11 @@ def test_time_limit_signal_stops_every_rank_at_one_step_then_requeue_resumes(
     assert "starting" not in rank1 and "finished:" not in rank1  # rank 0 alone speaks
 
 
+def _pid(marker: Path) -> int:
+    """The process that wrote a pause marker ("... step N, pid P")."""
+    return int(marker.read_text().rsplit("pid ", 1)[1])
+
+
 def _job_ids(out: Path, proc: subprocess.Popen, timeout: float = 60) -> list[str]:
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
@@ -122,7 +126,7 @@ def test_a_dying_rank_fails_the_task_in_one_line_within_the_ddp_timeout(slurm_cl
     proc = sweep([*RUN, *ON_SLURM], out, env, wait=False)
     (job_id,) = _job_ids(out, proc)
     wait_for([marks / f"{job_id}.1"], proc, "rank 1 never reached step 1")
-    pid = int((marks / f"{job_id}.1").read_text().rsplit("pid ", 1)[1])
+    pid = _pid(marks / f"{job_id}.1")
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)  # rank 1 dies; rank 0 waits in step 1's gradient all-reduce
     _, stderr = proc.communicate(timeout=DDP_TIMEOUT_S * 3)

@@ -73,6 +73,20 @@ def dynamo_counters() -> None:
     assert set(CompileWatch(None, False)._counts()) == {"graphs", "recompiles", "graph_breaks", "cudagraph_skips"}
 
 
+def inductor_loggers() -> None:
+    """Each logger the CUDA-graph skip reasons are heard on: its module exists and its artifact is registered."""
+    import importlib
+
+    from torch._logging._internal import log_registry
+
+    from models.train.graphs import SKIP_LOGGERS
+
+    for name in SKIP_LOGGERS:
+        module, artifact = name.rsplit(".__", 1)
+        importlib.import_module(module)
+        assert artifact in log_registry.artifact_names, name
+
+
 def storage_identity() -> None:
     import torch
 
@@ -172,7 +186,7 @@ PRIVATE: list[Private] = [
     Private("torch", "Inductor logger names (`graphs.SKIP_LOGGERS`)", "models/train/graphs.py",
             "the reason Inductor gives for skipping CUDA graphs is only logged",
             "tests/unit/test_lightning.py::test_compile_watch_hears_cudagraph_skips_on_the_perf_hints_logger_too",
-            lambda: None),
+            inductor_loggers),
     Private("torch", "`UntypedStorage._cdata`", "models/memory.py",
             "the identity of a storage (meta tensors have no data pointer) to count each saved storage once",
             "tests/unit/test_memory.py (hand-counted bytes)", storage_identity),
