@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="the JSON report (default: a temp dir)")
-    ap.add_argument("--only", nargs="*", default=None,
-                    help="some of: graphs resume padding packing host speed (default: all)")
+    ap.add_argument("--only", nargs="*", default=None, choices=["graphs", "resume", "padding", "packing", "host",
+                                                                "speed"],
+                    help="these checks, in this order (default: all, in the order above)")
     args = ap.parse_args(argv)
     from models.bench.gpu_check import main as check
 
