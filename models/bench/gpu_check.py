@@ -178,6 +178,7 @@ def main(out: str | None = None, only: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     print(machine_line(machine()))
     report: dict[str, Any] = {"machine": machine(), "checks": {}}
+    path = Path(out or workdir / "gpu_check.json")
     for name in only or list(CHECKS):  # in the order asked for (a short lease: the check it needs first)
         check = CHECKS[name]
         t0 = time.perf_counter()
@@ -188,7 +189,6 @@ def main(out: str | None = None, only: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail} ({seconds:.0f} s)", flush=True)
         report["checks"][name] = {"pass": ok, "detail": detail, "seconds": seconds}
-    path = Path(out or workdir / "gpu_check.json")
-    path.write_text(json.dumps(report, indent=1, default=str))
+        path.write_text(json.dumps(report, indent=1, default=str))  # after each check: a stopped run keeps them
     print(f"wrote {path}")
     return 0 if all(c["pass"] for c in report["checks"].values()) else 1
