@@ -26,14 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", help="an ablation name (configs/ablation/) or a runs directory")
     parser.add_argument("--out", help="output directory (default: <runs dir>/report)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the wandb API instead")
+    parser.add_argument("--export", action="store_true",
+                        help="first copy the runs' records (results.json, CSV history; no checkpoints, no machine "
+                             "paths) to <out>/runs, then report from that copy: what docs/results/ commits")
     parser.add_argument("--mixed-code", choices=["refuse", "allow"], default="refuse",
                         help="seeds of one configuration from different code: refuse (default) or average them, "
                              "marked in the table")
     args = parser.parse_args(argv)
-    from models.analysis.report import report
+    from models.analysis.publish import export_records
+    from models.analysis.report import report, resolve_target
 
     try:
-        table, paths = report(args.target, args.out, args.wandb, mixed_code=args.mixed_code == "allow")
+        target = args.target
+        if args.export:
+            if not args.out or args.wandb:
+                raise ConfigError("--export needs --out DIR (where the records and the report go) and no --wandb")
+            target = str(export_records(resolve_target(args.target)[0], args.out))
+        table, paths = report(target, args.out, args.wandb, mixed_code=args.mixed_code == "allow")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return _cli.EXIT_BAD_INPUT

@@ -41,7 +41,7 @@ def _resnet20(workdir: Path, every: int) -> list[str]:
     """A 60-step resnet20 run on synthetic CIFAR-format data, a checkpoint every `every` steps, on the GPU."""
     root = synthetic_cifar(workdir, 4000)
     return ["model=resnet20", "data=cifar10", f"data.root={root}", "data.verify=false", "data.val_size=500",
-            "trainer.max_steps=60", "trainer.max_epochs=2", "trainer.limit_val_batches=4",
+            "trainer.max_steps=60", "trainer.max_epochs=3", "trainer.limit_val_batches=4",  # 27 steps/epoch
             "trainer.limit_test_batches=4", f"checkpoint.every_n_steps={every}", *GPU]
 
 
@@ -168,13 +168,42 @@ CHECKS: dict[str, Callable[[Path], tuple[bool, str]]] = {
     "host": check_host_time, "speed": check_speed}
 
 
+# scripts/gpu_grid.sh: one H200 (2026-12-04), residual_vs_plain_gpu packed four to the GPU: the slowest run
+# (resnet56) took 5.5 s per epoch = GRID_EPOCH_WORK / the speed check's resnet20 img/s (19,607), plus ~45 s fixed.
+GRID_EPOCH_WORK = 110_000
+
+
+def measured_speed(path: str | Path) -> float | None:
+    """The speed check's project img/s (resnet20) from a gpu-check report; None when it has none."""
+    import re
+
+    try:
+        detail = json.loads(Path(path).read_text())["checks"]["speed"]["detail"]
+        return float(re.search(r"project ([\d,.]+) img/s", detail).group(1).replace(",", ""))  # type: ignore[union-attr]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def grid_epochs(speed: float | None, minutes: float, default: int = 15) -> int:
+    """Epochs of residual_vs_plain_gpu that fit `minutes` at `speed` (85% of the time left after a minute of start-up,
+    compile and tests), between 5 and 200; `default` without a measured speed."""
+    if not speed:
+        return default
+    return max(5, min(200, int(0.85 * max(60.0, minutes * 60 - 60) * speed / GRID_EPOCH_WORK)))
+
+
 def main(out: str | None = None, only: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device on this machine (torch.cuda.is_available() is False): run it on a GPU box",
               file=sys.stderr)
         return 2
+    import logging
+
     from models.utils.system import machine, machine_line
 
+    # torch's symbolic-shape reasoning warns once per guard it cannot evaluate while compiling (dozens of lines per
+    # compile on torch 2.11, nothing to act on); the checks' verdicts say what matters
+    logging.getLogger("torch.utils._sympy").setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     print(machine_line(machine()))
     report: dict[str, Any] = {"machine": machine(), "checks": {}}
