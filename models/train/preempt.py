@@ -31,6 +31,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
+SIGINT_REASON = "SIGINT (Ctrl-C)"
+# Outside SLURM, DDP ranks agree on a Ctrl-C every this many batches (a host sync each time; under SLURM every batch)
+AGREE_EVERY = 20
 
 
 def submitit_signal() -> signal.Signals | None:
@@ -47,16 +50,18 @@ class Preemption(Callback):
         self.signum = submitit_signal()
         self.received: int | None = None  # the submitit signal, once received (by this rank or, under DDP, another)
         self.sigterm = False  # a plain SIGTERM, noted by this rank (DDP under SLURM only, see the module docstring)
+        self.sigint = False  # Ctrl-C (by this rank or, under DDP, another): stop after this batch, like SIGTERM
         self._original: Any = None
+        self._sigint_original: Any = None
         self._trainer: pl.Trainer | None = None
         self._ddp = False  # ranks must agree before stopping
 
     @property
     def reason(self) -> str | None:
         """What interrupted the run, for results.json (None: nothing, or a plain SIGTERM)."""
-        if self.received is None:
-            return None
-        return f"{signal.Signals(self.received).name} (SLURM time limit or preemption)"
+        if self.received is not None:
+            return f"{signal.Signals(self.received).name} (SLURM time limit or preemption)"
+        return SIGINT_REASON if self.sigint else None
 
     def __enter__(self) -> Preemption:
         if self.signum is not None and threading.current_thread() is threading.main_thread():
@@ -77,6 +82,22 @@ class Preemption(Callback):
     def _note_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.sigterm = True
 
+    def _note_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """Ctrl-C: the first stops after the current batch (checkpoint, record, resumable); a second one at once."""
+        if self.sigint:
+            self._restore_sigint()
+            raise KeyboardInterrupt
+        self.sigint = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (press Ctrl-C again to stop at once, "
+                    "from the last checkpoint)")
+        if self._trainer is not None and not self._ddp:
+            self._stop(self._trainer)
+
+    def _restore_sigint(self) -> None:
+        if self._sigint_original is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._sigint_original)
+        self._sigint_original = None
+
     @staticmethod
     def _stop(trainer: pl.Trainer) -> None:
         # the flag Lightning's own SIGTERM handler sets: the loops stop after the current batch (SIGTERMException)
@@ -84,32 +105,41 @@ class Preemption(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer = trainer  # Lightning clears the flag when fit starts: a signal received before is re-applied
-        self._ddp = self.signum is not None and trainer.world_size > 1
-        if self._ddp and threading.current_thread() is threading.main_thread():
+        self._ddp = trainer.world_size > 1
+        main = threading.current_thread() is threading.main_thread()
+        if self._ddp and self.signum is not None and main:
             signal.signal(signal.SIGTERM, self._note_sigterm)  # Lightning restores its own at the end of fit
-        if self.received is not None and not self._ddp:
+        if main and self._sigint_original is None:  # (Lightning would turn Ctrl-C into exit status 1, run lost)
+            self._sigint_original = signal.signal(signal.SIGINT, self._note_sigint)
+        if (self.received is not None or self.sigint) and not self._ddp:
             self._stop(trainer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._ddp:
+        if self._ddp and (self.signum is not None or batch_idx % AGREE_EVERY == 0):  # same batch_idx on every rank
             self._agree(trainer, pl_module.device)
-        elif self.received is not None:
+        elif not self._ddp and (self.received is not None or self.sigint):
             self._stop(trainer)
 
     def _agree(self, trainer: pl.Trainer, device: torch.device) -> None:
-        """Every rank says what it received (0 nothing, 1 SIGTERM, 2 the submitit signal); the strongest wins on all
-        ranks, which then stop after this same batch."""
-        code = torch.tensor(2 if self.received is not None else 1 if self.sigterm else 0, device=device)
+        """Every rank says what it received (0 nothing, 1 Ctrl-C, 2 SIGTERM, 3 the submitit signal); the strongest
+        wins on all ranks, which then stop after this same batch. (Ctrl-C reaches every rank of a terminal's job,
+        each at its own moment; SIGTERM is agreed on only under SLURM: elsewhere Lightning's handler stays.)"""
+        mine = 3 if self.received is not None else 2 if self.sigterm else 1 if self.sigint else 0
+        code = torch.tensor(mine, device=device)
         torch.distributed.all_reduce(code, op=torch.distributed.ReduceOp.MAX)
         agreed = int(code.item())
-        if agreed == 2:
+        if agreed == 3:
             self.received = self.received or self.signum
+        if agreed == 1:
+            self.sigint = True
         if agreed:
             self._stop(trainer)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = None
+        if stage == "fit":
+            self._restore_sigint()
 
     def hand_back(self) -> None:
         """After results.json is written: let submitit requeue the job (it exits, SystemExit) and, when submitit

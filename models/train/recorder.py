@@ -84,10 +84,14 @@ class Recorder(Callback):
         return {"train/pflops": 3 * self.flops_per_image * trainer.global_step * per_step / 1e15,
                 "train/wall_s": self.wall_s()}
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Validation points of a killed invocation after the checkpoint this one resumed from are done again."""
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The points of earlier invocations up to the checkpoint this one resumed from are kept; those a killed
+        invocation validated after it are done again. (Not on_fit_start: Lightning restores the loops' state, hence
+        global_step, only after that hook, where every resumed run would read step 0 and lose its points.)"""
         step = trainer.global_step
-        self.update({"curve": [p for p in self.previous.get("curve") or [] if p[0] < step] if step else []})
+        # a checkpoint at step s is either mid-epoch (no validation at s) or taken right after the validation at s,
+        # which a resume does not run again: the point at s stays
+        self.update({"curve": [p for p in self.previous.get("curve") or [] if p[0] <= step] if step else []})
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":

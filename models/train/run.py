@@ -30,13 +30,14 @@ from models.train.config import check_same_config, config_hash, hydra_overrides,
 from models.train.console import log
 from models.train.keys import check_keys
 from models.train.loggers import wandb_finish, wandb_start
-from models.train.preempt import Preemption
+from models.train.preempt import SIGINT_REASON, Preemption
 from models.train.recorder import Recorder
 from models.train.records import DONE, Diverged, read_results
 from models.utils.provenance import CODE_KEYS, code_label, code_version, same_code
 from models.utils.system import machine, threads_from_scheduler
 
 EXIT_SIGTERM = 143  # what SLURM and shells expect from a job that stopped on SIGTERM; the run stays resumable
+EXIT_SIGINT = 130  # 128 + SIGINT: what shells expect after Ctrl-C; the run stays resumable too
 
 
 def unclean_stop(previous: dict[str, Any], resumed: dict[str, Any] | None, checkpoint: Path | None
@@ -173,6 +174,23 @@ def fail(run: Recorder, error: BaseException, parts: Built | None) -> None:
     log.info(f"failed: {message}", extra={"file_only": True}, exc_info=error)
 
 
+def stopped_at_once(run: Recorder, parts: Built | None) -> None:
+    """Ctrl-C that could not wait for the end of a step (pressed twice, or before training began): the run stays
+    resumable from its last checkpoint (none: it starts over), the interruption is recorded, and the user is told."""
+    checkpoint = parts.last if parts is not None and parts.last.is_file() else None
+    step = parts.trainer.global_step if parts is not None else None
+    run.update({"status": "running", "interrupted": SIGINT_REASON, "interrupted_at_step": step,
+                "interruptions": [*run.data["interruptions"], {
+                    "by": f"{SIGINT_REASON}, at once", "at_step": step, "at": time.time(),
+                    "checkpoint": str(checkpoint) if checkpoint else None, "invocation": run.data["invocations"]}]})
+    run.stop_clock()
+    run.write()
+    wandb_finish(parts.loggers if parts else [], run.data)
+    since = f"from {checkpoint}" if checkpoint else "from the start (no checkpoint yet)"
+    log.info(f"stopped by Ctrl-C at step {step if step is not None else 0}. Re-run the same command (same "
+             f"hydra.run.dir) to resume {since}.")
+
+
 def done(run_dir: Path, previous: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     console.setup(None, bool(cfg.get("verbose", False)))  # nothing is written into a finished run's directory
     log.info(f"{run_dir}: already {previous['status']} (results.json); not training again. Use a new hydra.run.dir "
@@ -205,6 +223,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: Sequen
             if run.data["status"] == "running" and "interrupted" not in run.data:
                 test(run, parts)
         except BaseException as e:
+            if KeyboardInterrupt in (type(e), type(e.__context__)):  # Lightning turns Ctrl-C into exit(1)
+                stopped_at_once(run, parts)  # Ctrl-C twice, or outside the training loop
+                console.close_log_file()
+                raise SystemExit(EXIT_SIGINT) from None
             fail(run, e, parts)
             console.close_log_file()
             raise
@@ -219,11 +241,11 @@ def finish(run: Recorder, parts: Built, preemption: Preemption) -> dict[str, Any
     run.write()
     if run.is_zero:
         wandb_finish(parts.loggers, run.data)
-    if run.data["status"] == "running":  # interrupted: the job (and a sweep) stops with the conventional 128 + 15
+    if run.data["status"] == "running":  # interrupted: the job (and a sweep) stops with 128 + the signal
         log.info(f"interrupted by {run.data['interrupted']} at step {parts.trainer.global_step}; checkpoint "
                  f"{parts.last} saved. Re-run the same command (same hydra.run.dir) to resume.")
         preemption.hand_back()  # under SLURM: submitit requeues the job and exits
-        raise SystemExit(EXIT_SIGTERM)
+        raise SystemExit(EXIT_SIGINT if run.data["interrupted"] == SIGINT_REASON else EXIT_SIGTERM)
     if run.is_zero:
         console.report(run.data, bool(run.cfg.get("summary", True)))
     return run.data

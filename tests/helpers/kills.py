@@ -36,7 +36,8 @@ def fire(where):
     if not fired:
         fired.append(where)
         Path(os.environ["CRASH_MARK"]).write_text(where)
-        os.kill(os.getpid(), sig)
+        for _ in range(int(os.environ.get("CRASH_TIMES", "1"))):  # Ctrl-C twice: the second one stops at once
+            os.kill(os.getpid(), sig)
 
 from models.train.module import Classifier
 if point == "train_step":  # before the forward of optimizer step n (global_step == n)
@@ -87,10 +88,10 @@ def rerun(run_dir: Path, tmp: Path, args: list[str] | None = None) -> Any:
                    env={"WANDB_DIR": str(tmp)})
 
 
-def train(run_dir: Path, tmp: Path, at: str | None = None, sig: str = "SIGKILL", args: list[str] | None = None
-          ) -> subprocess.CompletedProcess:
+def train(run_dir: Path, tmp: Path, at: str | None = None, sig: str = "SIGKILL", args: list[str] | None = None,
+          times: int = 1) -> subprocess.CompletedProcess:
     """scripts/train.py with `args` in `run_dir`, as a real process; with `at` ("point:n"), killed by `sig` at that
-    point."""
+    point (`times` signals in a row)."""
     import torch
 
     args = [*(ARGS if args is None else args), f"hydra.run.dir={run_dir}"]
@@ -101,5 +102,6 @@ def train(run_dir: Path, tmp: Path, at: str | None = None, sig: str = "SIGKILL",
     else:
         cmd = [sys.executable, "-c", HOOK, *args]
         (tmp / "fired").unlink(missing_ok=True)
-        env.update(CRASH_REPO=str(REPO), CRASH_AT=at, CRASH_SIGNAL=sig, CRASH_MARK=str(tmp / "fired"))
+        env.update(CRASH_REPO=str(REPO), CRASH_AT=at, CRASH_SIGNAL=sig, CRASH_MARK=str(tmp / "fired"),
+                   CRASH_TIMES=str(times))
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)

@@ -77,3 +77,29 @@ def csv_history(run_dir: Path, drop_prefix: tuple[str, ...] = ("perf/", "train/w
         rows = [{k: v for k, v in row.items() if v != "" and not k.startswith(drop_prefix)}
                 for row in csv.DictReader(f)]
     return [row for row in rows if set(row) - {"epoch", "step"}]  # rows that held only timing keys are gone
+
+
+# results.json keys that describe an invocation, not the result: where the run lives, when and how often it was
+# started, what stopped it, and measurements of speed and load (each invocation measures its own). Everything else
+# must be the same whether a run was interrupted or not.
+PER_INVOCATION = ("run_dir", "best_checkpoint", "started_at", "ended_at", "invocations", "interruptions",
+                  "interrupted", "interrupted_at_step", "resume_from", "resumed_from", "resumed_at_step",
+                  "wall_time_s", "wall_time_s/last", "train/wall_s", "epoch_time_s", "train/images_per_s",
+                  "eval/images_per_s", "train/data_wait_frac", "train/measured_from", "train/measured_to",
+                  "measured_train_steps", "mfu", "peak_memory_mb")
+PER_INVOCATION_PREFIXES = ("hardware/load", "time/", "time_share/")
+CURVE_WALL = 3  # the wall-time column of `curve` ([step, epoch, train/pflops, train/wall_s, val/acc])
+
+
+def record_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Every key whose value differs between two records, the per-invocation keys aside (the curve's wall-time
+    column too): {key: (a's value, b's value)}."""
+    def result(record: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in record.items()
+               if k not in PER_INVOCATION and not k.startswith(PER_INVOCATION_PREFIXES)}
+        if out.get("curve"):
+            out["curve"] = [[x for i, x in enumerate(p) if i != CURVE_WALL] for p in out["curve"]]
+        return out
+
+    ra, rb = result(a), result(b)
+    return {k: (ra.get(k), rb.get(k)) for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from helpers.kills import ARGS, STEPS, rerun, train
-from helpers.runs import csv_history
+from helpers.runs import csv_history, record_differences
 from models.train.checkpoints import load_checkpoint
 from models.train.records import read_results
 
@@ -89,6 +89,10 @@ def test_kills_at_named_points_then_rerun_is_identical_to_uninterrupted(tmp_path
     a, b = read_results(ref_dir), read_results(run_dir)
     assert b["status"] == "finished" and b["steps"] == STEPS and b["resumed_from"] == str(last)
     assert {k: a.get(k) for k in METRICS} == {k: b.get(k) for k in METRICS}
+    # every field of results.json, the per-invocation ones aside (helpers.runs.PER_INVOCATION): a new per-invocation
+    # series that a resume drops (as `curve` once lost every point before the kill) fails here
+    assert record_differences(a, b) == {}
+    assert [p[0] for p in b["curve"]] == [5, 10, 15]
     # EVERY logged metric, train ones included, over the whole history: the CSV of the run stopped five times equals
     # the uninterrupted one row for row (the rows a killed invocation wrote after its last checkpoint were moved to
     # superseded.csv, not lost); only the timing columns (perf/*: measurements, not results) may differ.

@@ -15,7 +15,7 @@ import torch
 from helpers.cli import run_cli
 from helpers.kills import ARGS, STEPS
 from helpers.kills import train as killable_train
-from helpers.runs import FAST_TRAIN, REPO, compose_train
+from helpers.runs import FAST_TRAIN, REPO, compose_train, record_differences
 from helpers.wandb import history
 from models.errors import ConfigError
 from models.train.checkpoints import load_checkpoint
@@ -134,3 +134,39 @@ def test_sigkill_during_checkpoint_writes_leaves_a_good_file(tmp_path: Path) -> 
     proc.wait(timeout=30)
     ckpt = load_checkpoint(path)
     assert ckpt["i"] >= 1 and torch.equal(ckpt["state_dict"]["w"], torch.full((2048, 2048), float(ckpt["i"])))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_step_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT, a real signal to a real process) once: the run stops after the step, writes a checkpoint,
+    records the interruption, says so in one line with how to resume, exits 130, and is not `failed`. Twice: it
+    stops at once from the last periodic checkpoint, recorded the same way. Each time the same command resumes,
+    and the finished run equals an uninterrupted one, field for field."""
+    run_dir, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    once = killable_train(run_dir, tmp_path, "train_step:3", "SIGINT")
+    assert once.returncode == 130, once.stderr[-2000:]
+    assert "Traceback" not in once.stderr and "Ctrl-C: stopping after this step" in once.stdout + once.stderr
+    assert "interrupted by SIGINT (Ctrl-C) at step 4; checkpoint" in once.stdout
+    assert "Re-run the same command (same hydra.run.dir) to resume" in once.stdout
+    r = read_results(run_dir)
+    assert r["status"] == "running" and r["interrupted"] == "SIGINT (Ctrl-C)" and r["interrupted_at_step"] == 4
+    assert [(i["by"], i["at_step"], i["checkpoint"]) for i in r["interruptions"]] == [
+        ("SIGINT (Ctrl-C)", 4, str(last))]
+    assert load_checkpoint(last)["global_step"] == 4
+
+    twice = killable_train(run_dir, tmp_path, "train_step:7", "SIGINT", times=2)  # resumes at 4, stopped in step 7
+    assert twice.returncode == 130, twice.stderr[-2000:]
+    assert "Traceback" not in twice.stderr
+    assert f"stopped by Ctrl-C at step 7. Re-run the same command (same hydra.run.dir) to resume from {last}" \
+        in twice.stdout
+    r = read_results(run_dir)
+    assert r["status"] == "running" and r["interruptions"][1]["by"] == "SIGINT (Ctrl-C), at once"
+    assert load_checkpoint(last)["global_step"] == 6  # the last periodic checkpoint before the second Ctrl-C
+
+    again = run_cli("train", [*ARGS, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert again.returncode == 0 and f"resuming from {last} at epoch 1, step 6" in again.stdout, again.stderr[-2000:]
+    reference = run_cli("train", [*ARGS, f"hydra.run.dir={tmp_path / 'reference'}"], cwd=tmp_path)
+    assert reference.returncode == 0
+    a, b = read_results(tmp_path / "reference"), read_results(run_dir)
+    assert b["status"] == "finished" and record_differences(a, b) == {}
+    assert [i["by"] for i in b["interruptions"]] == ["SIGINT (Ctrl-C)", "SIGINT (Ctrl-C), at once"]
