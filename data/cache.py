@@ -7,7 +7,8 @@ would be slow for large trees, so ``index.json`` remembers the content key of ea
 an unchanged folder costs one ``stat`` per file. Caches live under the user's cache directory
 (``$XDG_CACHE_HOME/vgg-vs-resnet/images``, else ``~/.cache/...``) unless ``data.cache_dir`` says otherwise; never
 inside the dataset. A build writes ``*.partial`` and renames it at the end, so an interrupted build is never picked
-up; a folder's superseded cache is deleted once no other folder uses it.
+up; a folder's superseded cache is deleted once no other folder uses it. Runs that start together (a sweep, packed
+runs) take turns (`models.utils.locks`): the first decodes, the others wait and find its cache.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.progress import Progress
 
 from data.checks import UnreadableImages
 from models.errors import ConfigError
+from models.utils.locks import DirLock
 
 CACHE_VERSION = 2  # 2: resize shorter side + centre crop (data.images.base_image); 1 squashed images to a square
 INDEX = "index.json"
@@ -103,6 +105,12 @@ def load_or_build(files: Sequence[Path], folder: Path, cache_dir: Path, size: in
     except OSError as e:
         raise ConfigError(f"cannot write the image cache in data.cache_dir={cache_dir} ({e.strerror}): set "
                           "data.cache_dir=<writable dir>") from None
+    with DirLock(cache_dir, "the image cache", wait=True):  # one process decodes; the others wait, then reuse it
+        return _load_or_build(files, folder, cache_dir, size, decode, threads)
+
+
+def _load_or_build(files: Sequence[Path], folder: Path, cache_dir: Path, size: int,
+                   decode: Callable[[Path], np.ndarray], threads: int) -> tuple[np.ndarray, Path, bool]:
     index = _read_index(cache_dir)
     signature = _stat_signature(files, folder, size)
     key = index["signatures"].get(signature) or content_key(files, folder, size)

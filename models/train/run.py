@@ -11,6 +11,7 @@ SIGTERM writes a resumable checkpoint and exits 143; a NaN/inf loss ends the run
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from models.train.loggers import wandb_finish, wandb_start
 from models.train.preempt import SIGINT_REASON, Preemption
 from models.train.recorder import Recorder
 from models.train.records import DONE, Diverged, read_results
+from models.utils.locks import DirLock
 from models.utils.provenance import CODE_KEYS, code_label, code_version, same_code
 from models.utils.system import machine, threads_from_scheduler
 
@@ -206,9 +208,22 @@ def train(cfg: DictConfig, overrides: list[str] | None = None, callbacks: Sequen
     benchmark's step clock); they never change what the run computes."""
     run_dir = resolve_run_dir(cfg)
     check_same_config(run_dir, cfg)  # before anything is written into it
-    previous = read_results(run_dir)
-    if previous and previous.get("status") in DONE:
-        return done(run_dir, previous, cfg)
+    with run_lock(run_dir):  # one writer per run dir; a second invocation is refused here, having changed nothing
+        previous = read_results(run_dir)  # read once the lock is held: a requeued task may have waited for it
+        if previous and previous.get("status") in DONE:
+            return done(run_dir, previous, cfg)
+        return _train(cfg, run_dir, previous, overrides, callbacks)
+
+
+def run_lock(run_dir: Path) -> contextlib.AbstractContextManager:
+    """The run directory's lock, taken by rank 0 (DDP ranks > 0 run inside rank 0's directory and lock)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return DirLock(run_dir, "this run directory") if rank_zero_only.rank == 0 else contextlib.nullcontext()
+
+
+def _train(cfg: DictConfig, run_dir: Path, previous: dict[str, Any] | None, overrides: list[str] | None,
+           callbacks: Sequence[Callback]) -> dict[str, Any]:
     console.setup(run_dir, bool(cfg.get("verbose", False)))
     threads_from_scheduler()
     run = Recorder(cfg, run_dir, hydra_overrides() if overrides is None else list(overrides), previous)
