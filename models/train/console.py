@@ -69,6 +69,17 @@ class StdoutHandler(logging.StreamHandler):
 _HANDLERS: list[logging.Handler] = []
 
 
+class LogFile(logging.FileHandler):
+    """train.log. A write that fails (a full disk) ends the file's logging quietly: logging's default prints a
+    traceback per message, while the run's next checkpoint or record write reports the disk in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            self.setLevel(logging.CRITICAL + 1)
+            return
+        super().handleError(record)
+
+
 def setup(run_dir: Path | None, verbose: bool = False) -> None:
     """Install (again) the project's two root handlers: the filtered console and `<run dir>/train.log`. Lightning's
     own console handler is removed (it printed every message a second time), and warnings go through logging."""
@@ -83,7 +94,7 @@ def setup(run_dir: Path | None, verbose: bool = False) -> None:
     console.setFormatter(ConsoleFormatter())
     _HANDLERS.append(console)
     if run_dir is not None:
-        file = logging.FileHandler(run_dir / "train.log")
+        file = LogFile(run_dir / "train.log")
         file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         _HANDLERS.append(file)
     for handler in _HANDLERS:

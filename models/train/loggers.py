@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.complexity import Complexity
 from models.timing import ModelTiming
+from models.train.records import with_path
 
 WANDB_ID_FILE = "wandb_id.txt"
 
@@ -49,7 +50,10 @@ class _ResumableWriter(ExperimentWriter):
 
     def save(self) -> None:
         pending = len(self.metrics)
-        super().save()
+        try:
+            super().save()
+        except OSError as e:  # a full disk: the message must name the file (the resume truncates a torn row)
+            raise with_path(e, self.metrics_file_path) from None
         self.rows += pending
 
 

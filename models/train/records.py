@@ -7,9 +7,11 @@ good file or the new one, never a torn file. No torch import here: reports read 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,53 @@ class Diverged(RuntimeError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (see the module docstring); a failed write (a full disk) raises OSError
+    naming `path`, and leaves the previous file as it was."""
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as e:
+        raise with_path(e, path) from None
+
+
+def with_path(error: OSError, path: Path | str) -> OSError:
+    """`error` naming `path` (a failed write() names no file: the message must)."""
+    if error.filename:
+        return error
+    return type(error)(error.errno, error.strerror or str(error), str(path))
+
+
+WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EROFS: "the filesystem became read-only", errno.EIO: "the disk reported an I/O error",
+                errno.EFBIG: "the file grew past the filesystem's limit"}
+
+
+def write_failure(error: BaseException) -> str | None:
+    """One line for a write that failed because of the disk (full, over quota, read-only, I/O error): the path, the
+    space left there and what to do; None for any other error."""
+    if not isinstance(error, OSError) or error.errno not in WRITE_ERRORS:
+        return None
+    path = Path(error.filename) if error.filename else None
+    where = next((p for p in ([path, *path.parents] if path else []) if p.exists()), None)
+    try:
+        usage = shutil.disk_usage(where) if where else None
+    except OSError:
+        usage = None
+    space = f"; {_size(usage.free)} free of {_size(usage.total)} there" if usage else ""
+    target = f"cannot write {path}" if path else "a write failed"
+    return (f"{target}: {WRITE_ERRORS[error.errno]} ({error.strerror}{space}): free space there, or give the run "
+            "another disk (hydra.run.dir), then re-run the same command: it resumes from its last checkpoint, which "
+            "a failed write never touches")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

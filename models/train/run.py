@@ -33,7 +33,7 @@ from models.train.keys import check_keys
 from models.train.loggers import wandb_finish, wandb_start
 from models.train.preempt import SIGINT_REASON, Preemption
 from models.train.recorder import Recorder
-from models.train.records import DONE, Diverged, read_results
+from models.train.records import DONE, Diverged, read_results, write_failure
 from models.utils.locks import DirLock
 from models.utils.provenance import CODE_KEYS, code_label, code_version, same_code
 from models.utils.system import machine, threads_from_scheduler
@@ -163,6 +163,10 @@ def fail(run: Recorder, error: BaseException, parts: Built | None) -> None:
     """Record the failure (one line) and stop every rank process this one started."""
     if parts is not None:
         _stop_launched_ranks(parts.trainer)
+    disk = write_failure(error)
+    if disk is not None:
+        write_failed(run, disk, parts)
+        raise ConfigError(disk) from None
     message = str(error) if isinstance(error, ConfigError) else " ".join(f"{type(error).__name__}: {error}".split())
     run.update({"status": "failed", "error": message[:500]})
     files = getattr(error, "files", None)  # e.g. every unreadable image, where the message names the first few
@@ -174,6 +178,24 @@ def fail(run: Recorder, error: BaseException, parts: Built | None) -> None:
     run.write()
     wandb_finish(parts.loggers if parts else [], run.data)
     log.info(f"failed: {message}", extra={"file_only": True}, exc_info=error)
+
+
+def write_failed(run: Recorder, line: str, parts: Built | None) -> None:
+    """A write the disk refused (full, read-only, ...): not the run's fault and not a result, so the run stays
+    `running` (the same command resumes from the last checkpoint, which atomic writes never tear) and the
+    interruption is recorded, if the disk still takes that much."""
+    step = parts.trainer.global_step if parts is not None else None
+    run.update({"status": "running", "interrupted": "write error", "interrupted_at_step": step,
+                "interruptions": [*run.data["interruptions"], {"by": f"write error: {line}", "at_step": step,
+                                                               "at": time.time(), "invocation": run.data["invocations"],
+                                                               "checkpoint": None}]})
+    run.stop_clock()
+    try:
+        run.write()
+        wandb_finish(parts.loggers if parts else [], run.data)
+    except OSError:
+        pass  # the previous record stays, readable: it says `running` too
+    log.info(f"stopped: {line}", extra={"file_only": True})
 
 
 def stopped_at_once(run: Recorder, parts: Built | None) -> None:

@@ -86,7 +86,7 @@ PER_INVOCATION = ("run_dir", "best_checkpoint", "started_at", "ended_at", "invoc
                   "interrupted", "interrupted_at_step", "resume_from", "resumed_from", "resumed_at_step",
                   "wall_time_s", "wall_time_s/last", "train/wall_s", "epoch_time_s", "train/images_per_s",
                   "eval/images_per_s", "train/data_wait_frac", "train/measured_from", "train/measured_to",
-                  "measured_train_steps", "mfu", "peak_memory_mb")
+                  "measured_train_steps", "mfu", "peak_memory_mb", "peak_flops")  # peak_flops: a CPU measures it
 PER_INVOCATION_PREFIXES = ("hardware/load", "time/", "time_share/")
 CURVE_WALL = 3  # the wall-time column of `curve` ([step, epoch, train/pflops, train/wall_s, val/acc])
 
