@@ -13,10 +13,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.checks import check_flag, check_int, cpu_count, resolve_workers
 from data.device import DeviceLoader, FileSource, LoaderSettings, TensorSource
+from data.splits import interleaved_order
 from models.utils.system import PACKED_ENV
 
 SPLITS = ("train", "val", "test")
@@ -96,6 +97,14 @@ class BaseImageDataModule(pl.LightningDataModule):
     def _describe(self) -> dict[str, Any]:
         return {}
 
+    def split_size(self, split: str) -> int:
+        """Images in `split` ("train", "val", "test")."""
+        return sum(self.class_counts(split))
+
+    def class_counts(self, split: str) -> list[int]:
+        """Images of each class in `split` (index = label)."""
+        raise NotImplementedError
+
     # -- mid-epoch resume: the train DeviceLoader's position goes into every checkpoint through the datamodule's
     # state (Lightning's own stateful-loader restore runs before the checkpoint's loops are loaded whenever
     # configure_optimizers asks for trainer.estimated_stepping_batches, as ours does, so it never fires) --
@@ -130,7 +139,9 @@ class BaseImageDataModule(pl.LightningDataModule):
         return train and not (self.trainer is not None and self.trainer.overfit_batches > 0)
 
     # -- the loaders: subclasses provide `_loader(split)` --
-    def _dataloader(self, dataset: Dataset, train: bool, workers: int) -> DataLoader:
+    def _dataloader(self, dataset: Dataset, train: bool, workers: int, labels: Tensor | None = None) -> DataLoader:
+        if not train and labels is not None:  # an evaluation split: served in its stratified order (eval_order)
+            dataset = Subset(dataset, self.eval_order(labels).tolist())
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -153,8 +164,17 @@ class BaseImageDataModule(pl.LightningDataModule):
             self._on_device[key] = (images.to(device), labels.to(device))
         return self._loader_over(TensorSource(*self._on_device[key], indices=indices), train, device, **augment)
 
+    def eval_order(self, labels: Tensor) -> Tensor:
+        """The order an evaluation split is served in (`data.splits.interleaved_order`, seeded by data.seed: the
+        same for every run of a grid), so that a limited evaluation is a stratified subset."""
+        return torch.from_numpy(interleaved_order(labels.cpu().numpy(), self.seed))
+
     def _loader_over(self, source: TensorSource | FileSource, train: bool, device: torch.device,
                      **augment: Any) -> DeviceLoader:
+        if not train:
+            split = torch.arange(len(source)) if source.indices is None else source.indices.cpu()
+            labels = source.all_labels.cpu()[split]
+            source.indices = split[self.eval_order(labels)].to(source.all_labels.device)
         rank, world = self._rank_world()
         augment.update(mean=tuple(augment["mean"]), std=tuple(augment["std"]))
         settings = LoaderSettings(self.batch_size, train=train, seed=self.seed, rank=rank, world_size=world,

@@ -145,6 +145,13 @@ class ImageFolderDataModule(BaseImageDataModule):
         folder, positions = self.splits[split]
         return len(self.files[folder]) if positions is None else len(positions)
 
+    def class_counts(self, split: str) -> list[int]:
+        self._index()
+        folder, positions = self.splits[split]
+        labels = np.array([y for _, y in self.files[folder]], dtype=np.int64)
+        return np.bincount(labels if positions is None else labels[positions.numpy()],
+                           minlength=self.num_classes).tolist()
+
     # -- Lightning hooks --
     def prepare_data(self) -> None:
         """Download (imagenette), scan images (verify) and build caches: runs on one process per node."""

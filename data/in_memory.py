@@ -69,6 +69,10 @@ class InMemoryImageDataModule(BaseImageDataModule):
         ops.append(v2.Normalize(self.mean, self.std))
         return v2.Compose(ops)
 
+    def class_counts(self, split: str) -> list[int]:
+        self.setup()
+        return torch.bincount(self.splits[split][1], minlength=self.num_classes).tolist()
+
     @property
     def native_size(self) -> int:
         return int(self.splits["train"][0].shape[-1]) if self.splits else self.image_size
@@ -79,7 +83,8 @@ class InMemoryImageDataModule(BaseImageDataModule):
         train = split == "train"
         if not self.device_resident():
             return self._dataloader(
-                TensorImageDataset(images, labels, self._torchvision_transform(train)), train, self.num_workers()
+                TensorImageDataset(images, labels, self._torchvision_transform(train)), train, self.num_workers(),
+                labels
             )
         return self._device_loader(split, train, self._device(), lambda: (images, labels), mean=self.mean,
                                    std=self.std, pad=self.pad if self.augment else 0,

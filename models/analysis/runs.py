@@ -251,6 +251,25 @@ def data_sources(rows: Sequence[Configuration]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def evaluated_images(rows: Sequence[Configuration]) -> str:
+    """How many test images test/* was measured on, as the finished runs recorded it: "all 10,000 (1,000 per
+    class)", or "128 of 10,000 (12-13 per class; a stratified part: trainer.limit_test_batches)"."""
+    seen = []
+    for run in (run for r in rows for run in r.finished()):
+        images, size, per_class = run.get("test/images"), run.get("data/test_size"), run.get("test/images_per_class")
+        if images is None:
+            seen.append("not recorded (runs older than the count)")
+            continue
+        lo, hi = (min(per_class), max(per_class)) if per_class else (None, None)
+        spread = "" if lo is None else f"{lo:,} per class" if lo == hi else f"{lo:,}-{hi:,} per class"
+        if size is None or images >= size:
+            seen.append(f"all {int(images):,}" + (f" ({spread})" if spread else ""))
+        else:
+            seen.append(f"{int(images):,} of {int(size):,} ({spread + '; ' if spread else ''}a stratified part: "
+                        "trainer.limit_test_batches)")
+    return " / ".join(dict.fromkeys(seen))
+
+
 def context(rows: Sequence[Configuration]) -> str:
     """Hardware, epochs, data and precision as recorded by the (finished) runs themselves."""
     pairs = dict.fromkeys((run.get("data"), run.get("data/image_size")) for r in rows for run in r.finished())
@@ -262,6 +281,9 @@ def context(rows: Sequence[Configuration]) -> str:
     tests = _values(rows, "data/test_source")
     if tests:
         parts.append(f"test split: {' / '.join(tests)}")
+    evaluated = evaluated_images(rows)
+    if evaluated:
+        parts.append(f"test images evaluated: {evaluated}")
     sources = data_sources(rows)
     if sources:
         parts.append(f"data source: {' / '.join(sources)}")

@@ -59,7 +59,7 @@ class Minimal:
 
     def compiled(self) -> bool:
         """Whether the loop's network runs compiled (torch's nn.Module.compile sets `_compiled_call_impl`)."""
-        return getattr(self.net, "_compiled_call_impl", None) is not None
+        return self.net._compiled_call_impl is not None
 
     def _loader(self, dm: Any, split: str) -> Any:
         from data.device import DeviceLoader

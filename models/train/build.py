@@ -26,7 +26,7 @@ from models.timing import ModelTiming, measure, resolve_precision
 from models.train.callbacks import FiniteGuard, PeriodicCheckpoint, RunMeter, SaveOnSigterm
 from models.train.checkpoints import AtomicCheckpointIO
 from models.train.config import TrainerSettings, check_resume
-from models.train.console import Announce, ProgressBar, log
+from models.train.console import Announce, ProgressBar
 from models.train.graphs import CompileWatch, check_graph_settings, compile_mode, uses_cuda_graphs
 from models.train.history import ResumeState
 from models.train.loggers import build_loggers
@@ -140,10 +140,16 @@ def time_parts(cfg: DictConfig, net: Net, dm: pl.LightningDataModule, settings: 
         return None
     timing = measure(net, int(dm.image_size), int(dm.batch_size), device, precision, channels_last, layers=False,
                      budget_s=float(options.get("parts_budget_s", 30)))
-    if not timing.reliable:
-        log.warning(f"warning: the per-part times of this run are unreliable ({'; '.join(timing.problems)}): "
-                    "results.json says so (time/reliable: false) and reports mark its time shares")
-    return timing
+    return timing  # unreliable times: one short warning after the start line (console.Announce)
+
+
+def split_counts(dm: Any) -> dict[str, Any]:
+    """data/<split>_size and data/<split>_per_class (images of each class) of the run's three splits."""
+    out: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        counts = dm.class_counts(split)
+        out.update({f"data/{split}_size": sum(counts), f"data/{split}_per_class": counts})
+    return out
 
 
 def build(cfg: DictConfig, run_dir: Path, record: Recorder, extra_callbacks: Sequence[pl.Callback] = ()
@@ -163,7 +169,7 @@ def build(cfg: DictConfig, run_dir: Path, record: Recorder, extra_callbacks: Seq
     record.update({"model": name, **{f"model/{k}": v for k, v in spec.config().items()},
                    "data": str(getattr(dm, "name", cfg.data._target_)), "data/name": getattr(dm, "name", None),
                    "data/image_size": int(dm.image_size), "data/batch_size": int(dm.batch_size),
-                   "data/num_classes": int(dm.num_classes), **complexity.summary(),
+                   "data/num_classes": int(dm.num_classes), **split_counts(dm), **complexity.summary(),
                    **memory.summary(int(dm.batch_size), str(settings.kwargs.get("precision", "32-true")),
                                     optimizer_buffers(str(cfg.optim.name), float(cfg.optim.momentum)))})
     last = run_dir / CKPT_DIR / "last.ckpt"

@@ -284,9 +284,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        loop = trainer.fit_loop
-        fetcher = getattr(loop, "_data_fetcher", None)
-        should_check_val = getattr(loop.epoch_loop, "_should_check_val_fx", None)
-        if fetcher is not None and callable(should_check_val) and should_check_val(fetcher):
+        loop = trainer.fit_loop  # Lightning's own rule, private (docs/dependencies.md): a rename fails loudly here
+        if loop._data_fetcher is not None and loop.epoch_loop._should_check_val_fx(loop._data_fetcher):
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

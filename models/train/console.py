@@ -134,10 +134,24 @@ def _mmacs(macs: float | None) -> str:
     return "–" if macs is None else f"{macs / 1e6:,.1f} MMACs"
 
 
+def _images(record: dict[str, Any]) -> str:
+    """` (45,000/5,000/10,000 train/val/test images, 4,500/500/1,000 per class)`; a range where classes differ."""
+    splits = [s for s in ("train", "val", "test") if record.get(f"data/{s}_per_class")]
+    if not splits:
+        return ""
+
+    def per_class(counts: list[int]) -> str:
+        return f"{min(counts):,}" if min(counts) == max(counts) else f"{min(counts):,}-{max(counts):,}"
+
+    sizes = "/".join(f"{record[f'data/{s}_size']:,}" for s in splits)
+    classes = "/".join(per_class(record[f"data/{s}_per_class"]) for s in splits)
+    return f" ({sizes} {'/'.join(splits)} images, {classes} per class)"
+
+
 def start_line(record: dict[str, Any], resume: dict[str, Any] | None, total_steps: int | None) -> str:
     """`resnet20 (269,722 params, 10.1 MMACs/image at 16 px) on digits: starting ...` or `... resuming ...`."""
     what = (f"{record['model']} ({record['params']:,} params, {_mmacs(record.get('macs'))}/image at "
-            f"{record['data/image_size']} px) on {record['data']}")
+            f"{record['data/image_size']} px) on {record['data']}{_images(record)}")
     length = f"{total_steps:,} steps" if total_steps else "open-ended"
     where = f"{record.get('hardware/device_type', '?')}, {record.get('precision', '?')}"
     if resume:
@@ -196,6 +210,9 @@ class Announce(Callback):
                   if trainer.ckpt_path else None)
         self.record.update({"resumed_at_step": trainer.global_step if resume else None})
         log.info(start_line(self.record.data, resume, getattr(pl_module, "total_steps", None)))
+        if self.record.data.get("time/reliable") is False:
+            log.warning("warning: per-part times unreliable on this busy machine (results.json time/problems; "
+                        "reports mark them ‡): time them alone with scripts/complexity.py measure=true")
 
 
 class ProgressBar(RichProgressBar):
@@ -239,6 +256,12 @@ class ProgressBar(RichProgressBar):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_fit_end(trainer, pl_module)
         self.disable()  # the test passes after training take a second; the result line says what they found
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """`Epoch 1/3` .. `Epoch 3/3` (Lightning counts from 0: `Epoch 0/2`, and `Epoch 0/0` for a one-epoch run)."""
+        total = self.trainer.max_epochs
+        text = f"Epoch {current_epoch + 1}/{total}" if total and total > 0 else f"Epoch {current_epoch + 1}"
+        return f"{text:{len(self.validation_description)}}"  # as wide as the validation bar's: no flicker
 
     def _stop_progress(self) -> None:
         if not self._progress_stopped:  # stopping a stopped live display prints an empty line each time

@@ -188,5 +188,5 @@ def wandb_finish(loggers: list[Any], record: dict[str, Any]) -> None:
     for run in _wandb_runs(loggers, started_only=True):
         # val/* stay as logged: define_metric keeps val/acc's max there, the record has the last value
         run.summary.update({k: v for k, v in record.items() if v is not None and not k.startswith("val/")
-                            and isinstance(v, (int, float, str, bool))})
+                            and (isinstance(v, (int, float, str, bool)) or k.endswith("/images_per_class"))})
         run.finish(exit_code=0 if record.get("status") in ("finished", "running") else 1)

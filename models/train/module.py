@@ -83,6 +83,7 @@ class Classifier(pl.LightningModule):
         self._train_images = 0  # this rank's images of the epoch so far, on the host
         self._epoch_row: dict[str, float] | None = None  # the last epoch's train/*, while not yet written
         self._test_prefix = "test"  # see evaluating_as()
+        self.evaluated: dict[str, list[int]] = {}  # split prefix -> images evaluated per class (last loop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -228,8 +229,10 @@ class Classifier(pl.LightningModule):
         self._log_split(self._test_prefix, "test_counts")
 
     def _log_split(self, prefix: str, name: str) -> dict[str, torch.Tensor]:
-        """<prefix>/loss, /acc, /acc_top5 of an evaluation loop (summed across ranks by compute()); sums reset."""
+        """<prefix>/loss, /acc, /acc_top5 and /images of an evaluation loop (summed across ranks by compute()); the
+        images of each class go to `evaluated[prefix]` (a list; one host sync per loop); sums reset."""
         counts = self.counts[name].compute()
+        self.evaluated[prefix] = counts.pop("per_class").tolist()
         for key, value in counts.items():  # sync_dist: the values are the same on every rank already
             self.log(f"{prefix}/{key}", value, on_step=False, on_epoch=True, sync_dist=True,
                      prog_bar=prefix == "val" and key != "acc_top5")

@@ -133,8 +133,25 @@ def fit(run: Recorder, parts: Built, preemption: Preemption) -> None:
     run.update({"epochs": trainer.current_epoch, "steps": trainer.global_step, **parts.meter.summary(trainer),
                 **parts.watch.summary(), "sched/total_steps": getattr(parts.module, "total_steps", None),
                 **run.compute(trainer), **compile_used(parts)})
-    val = {k: trainer.callback_metrics.get(k) for k in ("val/acc", "val/acc_top5", "val/loss", "val/acc_best")}
+    val = {k: trainer.callback_metrics.get(k) for k in ("val/acc", "val/acc_top5", "val/loss", "val/acc_best",
+                                                         "val/images")}
     run.update({k: float(v) for k, v in val.items() if v is not None})
+    if "val" in parts.module.evaluated:
+        run.update({"val/images": int(val["val/images"]), "val/images_per_class": parts.module.evaluated["val"]})
+        warn_missing_classes(run.data, "val", parts.dm.split_size("val"))
+
+
+def warn_missing_classes(record: dict[str, Any], split: str, size: int) -> None:
+    """One line when a limited evaluation (trainer.limit_<split>_batches) left classes out: its accuracy then
+    speaks for some classes only. Evaluation splits are served class-interleaved (data.splits.interleaved_order),
+    so this takes a limit below about one image per class."""
+    counts, images = record.get(f"{split}/images_per_class"), record.get(f"{split}/images")
+    if not counts or images is None or images >= size or min(counts) > 0:
+        return
+    missing = [str(c) for c, n in enumerate(counts) if n == 0]
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    log.warning(f"warning: the {split} evaluation covered {images:,} of {size:,} images and no image of "
+                f"{len(missing)} of {len(counts)} classes ({shown}): raise trainer.limit_{split}_batches")
 
 
 def compile_used(parts: Built) -> dict[str, Any]:
@@ -153,6 +170,10 @@ def test(run: Recorder, parts: Built) -> None:
         with parts.watch, module.evaluating_as(prefix):
             out = trainer.test(module, datamodule=parts.dm, ckpt_path=path, weights_only=True, verbose=False)
         run.update({k: float(v) for k, v in (out[0] if out else {}).items()})
+        if prefix in module.evaluated:
+            run.update({f"{prefix}/images": int(run.data[f"{prefix}/images"]),
+                        f"{prefix}/images_per_class": module.evaluated[prefix]})
+    warn_missing_classes(run.data, "test", parts.dm.split_size("test"))
     run.update({"best_checkpoint": best, **parts.watch.summary(), **compile_used(parts), "status": "finished",
                 **{k: v for k, v in parts.meter.summary(trainer).items() if k == "eval/images_per_s"}})
     run.update({f"data/{k}": v for k, v in parts.dm.describe().items()

@@ -125,12 +125,20 @@ SCHEMA: tuple[Key, ...] = (
     Key("val/acc_top5", "last validation top-5", "fit"),
     Key("val/loss", "last validation loss", "fit"),
     Key("val/acc_best", "best validation top-1 (model selection)", "fit"),
+    Key("val/images", "images the last validation evaluated (the whole split unless trainer.limit_val_batches "
+        "took a stratified part of it)", "fit"),
+    Key("val/images_per_class", "those images, per class", "fit"),
     Key("test/acc", "test top-1 on the best-val checkpoint", "test"),
     Key("test/acc_top5", "test top-5 on the best-val checkpoint", "test"),
     Key("test/loss", "test loss on the best-val checkpoint", "test"),
     Key("test_last/acc", "test top-1 on the last checkpoint", "test"),
     Key("test_last/acc_top5", "test top-5 on the last checkpoint", "test"),
     Key("test_last/loss", "test loss on the last checkpoint", "test"),
+    Key("test/images", "images test/* was measured on (the whole split unless trainer.limit_test_batches took a "
+        "stratified part of it)", "test"),
+    Key("test/images_per_class", "those images, per class", "test"),
+    Key("test_last/images", "images test_last/* was measured on", "test"),
+    Key("test_last/images_per_class", "those images, per class", "test"),
     Key("best_checkpoint", "the checkpoint test/* was measured on", "test"),
     Key("wandb_dir", "the offline wandb run's directory", "start"),
     # clocks and interruptions

@@ -7,6 +7,7 @@ would also break. pyproject.toml bounds every such library below its next major 
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import sys
@@ -60,6 +61,49 @@ def subprocess_launcher() -> None:
 
     launcher = _SubprocessScriptLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
     assert launcher.procs == [] and callable(launcher.kill)
+
+
+def fit_loop_validation_rule() -> None:
+    import lightning.pytorch as pl
+    from lightning.pytorch.loops import _FitLoop, _TrainingEpochLoop
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert hasattr(trainer.fit_loop, "_data_fetcher") and isinstance(trainer.fit_loop, _FitLoop)
+    rule = _TrainingEpochLoop._should_check_val_fx
+    assert list(inspect.signature(rule).parameters) == ["self", "data_fetcher"]
+
+
+def rich_bar_internals() -> None:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    bar = RichProgressBar()
+    assert bar._progress_stopped is False
+    assert callable(RichProgressBar._stop_progress)
+    assert list(inspect.signature(RichProgressBar._get_train_description).parameters) == ["self", "current_epoch"]
+    assert "self._get_train_description(" in inspect.getsource(RichProgressBar)  # where the bar asks for it
+
+
+def csv_writer_filesystem() -> None:
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    writer = ExperimentWriter.__new__(ExperimentWriter)
+    ExperimentWriter.__init__(writer, "/tmp/vgg_vs_resnet_dependency_check")
+    assert callable(writer._fs.makedirs)
+
+
+def module_compiled_flag() -> None:
+    import torch
+
+    net = torch.nn.Linear(1, 1)
+    assert net._compiled_call_impl is None
+    net.compile()
+    assert net._compiled_call_impl is not None
+
+
+def sympy_logger() -> None:
+    import torch.utils._sympy.interp as interp
+
+    assert interp.log.name.startswith("torch.utils._sympy")  # the warnings gpu-check keeps off its console
 
 
 def dynamo_counters() -> None:
@@ -179,6 +223,22 @@ PRIVATE: list[Private] = [
     Private("lightning", "`_SubprocessScriptLauncher.procs/.kill`", "models/train/run.py",
             "rank 0 failing kills the rank processes it started (no public handle on them)",
             "tests/reliability/test_ddp_faults.py", subprocess_launcher),
+    Private("lightning", "`fit_loop._data_fetcher`, `_TrainingEpochLoop._should_check_val_fx`",
+            "models/train/callbacks.py", "whether validation runs after this batch, by Lightning's own rule: a "
+            "periodic checkpoint of such a batch would resume as if that validation had happened",
+            "tests/reliability/test_crash.py (a kill during validation resumes identically)", fit_loop_validation_rule),
+    Private("lightning", "`RichProgressBar._stop_progress`, `_progress_stopped`, `_get_train_description` "
+            "(overridden)", "models/train/console.py", "one stop of the live display (each further stop prints an "
+            "empty line); the bar's `Epoch k/n` text, counted from 1 (Lightning's reads `Epoch 0/0` for one epoch)",
+            "tests/integration/test_console.py", rich_bar_internals),
+    Private("lightning", "`ExperimentWriter._fs`", "models/train/loggers.py", "the filesystem Lightning's CSV "
+            "writer writes through (local or remote), to create the log dir the same way it would",
+            "tests/reliability/test_resume.py", csv_writer_filesystem),
+    Private("torch", "`nn.Module._compiled_call_impl`", "models/bench/minimal.py", "whether `Module.compile()` "
+            "was applied (no public flag)", "tests/integration/test_benchmark.py", module_compiled_flag),
+    Private("torch", "logger name `torch.utils._sympy`", "models/bench/gpu_check.py", "the symbolic-shape "
+            "warnings a compile prints by the dozen on torch 2.11 come only through that logger",
+            "none (a rename brings the warnings back, harmless)", sympy_logger),
     Private("torch", "`torch._dynamo.utils.counters`, `guard_failures`", "models/train/graphs.py",
             "graphs compiled, recompiles, graph breaks and CUDA-graph skips of a run (recorded as compile/*); torch "
             "offers them nowhere else", "tests/reliability/test_crash.py, tests/unit/test_lightning.py",
@@ -252,6 +312,74 @@ def test_no_other_private_import_from_a_library() -> None:
     listed = " ".join(p.name for p in PRIVATE) + " " + " ".join(n for n in _logger_names())
     unlisted = sorted(f for f in found if f.split(".")[-1] not in listed and f not in listed)
     assert unlisted == [], f"private API used but not in tests/unit/test_dependencies.py PRIVATE: {unlisted}"
+
+
+def _own_names(tree: ast.AST) -> set[str]:
+    """Private names a module of ours defines (functions, classes, assignments, attributes it sets, imports)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add(node.asname or node.name.split(".")[-1])
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def _private_reads(tree: ast.AST) -> set[str]:
+    """Private attributes a module reads: `x._name` and `getattr(x, "_name"[, default])`."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            found.add(node.attr)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+              and str(node.args[1].value).startswith("_") and not str(node.args[1].value).startswith("__")):
+            found.add(str(node.args[1].value))
+    return found
+
+
+def test_every_private_attribute_read_from_a_library_is_listed() -> None:
+    """A private attribute the code reads (`obj._x`, `getattr(obj, "_x", None)`) that no module of ours defines
+    belongs to a library: it must be a PRIVATE row, with a check, so that a rename fails a test instead of quietly
+    switching a feature off."""
+    code = [p for d in ("models", "data", "scripts", "hydra_plugins") for p in (REPO / d).rglob("*.py")]
+    trees = {p: ast.parse(p.read_text()) for p in code}
+    ours = set().union(*(_own_names(t) for t in trees.values()))
+    listed = " ".join(p.name for p in PRIVATE) + " " + " ".join(_logger_names())
+    unlisted = sorted({f"{name} ({path.relative_to(REPO)})" for path, tree in trees.items()
+                       for name in _private_reads(tree) - ours if name not in listed})
+    assert unlisted == [], f"private attributes read but not in PRIVATE: {unlisted}"
+
+
+def test_every_private_method_of_a_library_we_override_is_listed() -> None:
+    """Overriding a library class's private method depends on it as much as calling it."""
+    import importlib
+    import pkgutil
+
+    import data
+    import models
+
+    listed = " ".join(p.name for p in PRIVATE)
+    overrides = set()
+    for package in (models, data):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            module = importlib.import_module(info.name)
+            for cls in vars(module).values():
+                if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                    continue
+                for name in vars(cls):
+                    if name.startswith("_") and not name.startswith("__") and name != "_abc_impl" and any(
+                            name in vars(base) for base in cls.__mro__[1:]
+                            if not base.__module__.startswith(("models", "data", "builtins"))):
+                        overrides.add((f"{cls.__name__}.{name}", name))
+    unlisted = sorted(full for full, name in overrides if name not in listed)
+    assert unlisted == [], f"private methods of a library overridden but not in PRIVATE: {unlisted}"
 
 
 def _logger_names() -> tuple[str, ...]:
