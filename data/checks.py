@@ -49,9 +49,9 @@ class UnreadableImages(ConfigError):
 
     LIST = "unreadable_images.txt"
 
-    def __init__(self, files: Sequence[str], fix: str, where: str = "") -> None:
+    def __init__(self, files: Sequence[str], fix: str, where: str = "", what: str = "unreadable image(s)") -> None:
         self.files = list(files)
         shown = "; ".join(self.files[:SHOWN])
         more = f" and {len(self.files) - SHOWN} more (all {len(self.files)} listed in the run directory's " \
                f"{self.LIST})" if len(self.files) > SHOWN else ""
-        super().__init__(f"{len(self.files)} unreadable image(s){where}: {shown}{more}: {fix}")
+        super().__init__(f"{len(self.files)} {what}{where}: {shown}{more}: {fix}")

@@ -15,6 +15,7 @@ accelerator when it fits there: ``device_resident``). The two paths give identic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,24 @@ class ImageFolderDataModule(BaseImageDataModule):
                     "extract it under data.root yourself and set data.download=false"
                 ) from None
         files = self._index()
-        if self.cache:
-            self._load_caches()
-        elif self.verify and not self._scanned:
-            self.scan(p for samples in files.values() for p, _ in samples)
+        unreadable: list[str] = []
+        try:  # every problem of the tree in one pass: the class folders found empty, then every unreadable file
+            if self.cache:
+                self._load_caches()
+            elif self.verify and not self._scanned:
+                self.scan(p for samples in files.values() for p, _ in samples)
+        except UnreadableImages as e:
+            if not self.tree.problems:
+                raise
+            unreadable = e.files
+        self._raise_problems(unreadable)
+
+    def _raise_problems(self, unreadable: Sequence[str] = ()) -> None:
+        if not self.tree.problems:
+            return
+        fix = "fill or drop those classes (data.classes)" + (" and delete or replace the unreadable files"
+                                                              if unreadable else "")
+        raise UnreadableImages([*self.tree.problems, *unreadable], fix, f" in {self.root}", what="data problem(s)")
 
     def scan(self, paths: Any) -> None:
         """Check every image cheaply (threads); one ConfigError listing the bad files."""
@@ -182,6 +197,7 @@ class ImageFolderDataModule(BaseImageDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self._index()
+        self._raise_problems()  # (prepare_data, which runs first, also names the unreadable files)
         if self.cache and not self.cached:
             self._load_caches()
 

@@ -89,8 +89,10 @@ class FolderTree:
         return found
 
     def folders(self) -> dict[str, Samples]:
-        """(path, label) lists of train/, val/ and (when present) test/, in a fixed order."""
+        """(path, label) lists of train/, val/ and (when present) test/, in a fixed order. Empty or missing class
+        folders are collected in `problems` (not raised): the datamodule reports them with the unreadable files."""
         root, classes = self.root, self.classes
+        self.problems: list[str] = []
         found = {"train": self._folder(root / "train", classes)}
         if self.layout == "tinyimagenet":
             found["val"] = self._tiny_val(root, classes)
@@ -110,7 +112,7 @@ class FolderTree:
                     f"{folder} has class folders {', '.join(extra[:5])} absent from train/: remove them or select"
                     " classes via data.classes"
                 )
-        return [(p, i) for i, c in enumerate(classes) for p in list_images(folder / c)]
+        return [(p, i) for i, c in enumerate(classes) for p in list_images(folder / c, self.problems)]
 
     def _tiny_val(self, root: Path, classes: list[str]) -> Samples:
         ann = root / "val" / "val_annotations.txt"

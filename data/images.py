@@ -30,13 +30,46 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".")
 
 
+# What a file that only looks like an image often is (a download that saved an error page, a renamed archive).
+_SIGNATURES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive"), (b"\x1f\x8b", "a gzip archive"),
+               (b"GIF8", None), (b"\x89PNG", None), (b"\xff\xd8", None))
+
+
+def what_it_is(path: Path) -> str | None:
+    """What a file PIL cannot identify really holds ("an HTML page, not an image"), from its first bytes; None when
+    it starts like an image (then it is a damaged one)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text or b"<head" in text:
+        return "an HTML page, not an image"
+    if text.startswith(b"<?xml") or text.startswith(b"<svg"):
+        return "an XML/SVG document, not a bitmap image"
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return f"{kind}, not an image" if kind else None
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file, not an image"
+    return None
+
+
+def why_unreadable(path: Path, error: BaseException) -> str:
+    """The reason a file cannot be used, for people: what it really is, else the decoder's error."""
+    return what_it_is(path) or f"{type(error).__name__}: {error}"
+
+
 def load_rgb(path: Path) -> Image.Image:
     """Decode fully now, so truncated/corrupt files fail here with their name, not deep inside a transform."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise CorruptImageError(f"cannot read image {path} ({type(e).__name__}: {e}): {_FIX_CORRUPT}") from None
+        raise CorruptImageError(f"cannot read image {path} ({why_unreadable(path, e)}): {_FIX_CORRUPT}") from None
 
 
 def scan_image(path: Path) -> str | None:
@@ -55,20 +88,23 @@ def scan_image(path: Path) -> str | None:
                 im.load()  # raises on real truncation; some valid files carry trailing bytes
         return None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return f"{type(e).__name__}: {e}"
+        return why_unreadable(path, e)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """All images under ``folder`` (recursive, sorted); a missing or image-less class folder is a ConfigError."""
+def list_images(folder: Path, problems: list[str] | None = None) -> list[Path]:
+    """All images under ``folder`` (recursive, sorted). A missing or image-less class folder is a ConfigError, or,
+    given ``problems``, one entry there (and no images): the caller reports every problem of the tree at once."""
     if not folder.is_dir():
-        raise ConfigError(f"class folder {folder} not found: create it with images or drop the class via data.classes")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
-    if not files:
-        raise ConfigError(
-            f"class folder {folder} has no images ({' '.join(IMG_EXTENSIONS)}):"
-            " add images or drop the class via data.classes"
-        )
-    return files
+        problem = f"{folder}/ (class folder not found: create it with images or drop the class via data.classes)"
+    elif not (files := sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))):
+        problem = (f"{folder}/ (a class folder with no images {' '.join(IMG_EXTENSIONS)}: add images or drop the "
+                   "class via data.classes)")
+    else:
+        return files
+    if problems is None:
+        raise ConfigError(problem)
+    problems.append(problem)
+    return []
 
 
 def base_side(image_size: int) -> int:

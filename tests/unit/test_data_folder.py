@@ -43,7 +43,8 @@ def test_imagefolder_basics_val_carved_from_train_and_val_folder_held_out(tree: 
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert len(dm.train_dataloader()) == 4 and len(dm.val_dataloader()) == 1 and len(dm.test_dataloader()) == 2
     xt, yt = next(iter(dm.test_dataloader()))
-    assert yt.tolist() == [0, 0, 1, 1] and xt.min() > -2.2 and xt.max() < 2.7  # ImageNet-normalised range
+    # test batches come class-interleaved (data.splits.interleaved_order): a limited test is a stratified part
+    assert sorted(yt.tolist()) == [0, 0, 1, 2] and xt.min() > -2.2 and xt.max() < 2.7  # ImageNet-normalised range
     train = {p for p, _ in dm.files["train"]}
     carved = [dm.files["train"][i][0] for i in dm.splits["val"][1].tolist()]
     kept = [dm.files["train"][i][0] for i in dm.splits["train"][1].tolist()]
@@ -96,11 +97,13 @@ def test_structure_errors(tmp_path: Path, tree: Path) -> None:
         _dm(nowhere).setup()
     empty = tree / "train" / "n09999999"
     empty.mkdir()
-    with pytest.raises(ConfigError, match=r"class folder .*train/n09999999 has no images"):
-        _dm(tree).setup()
+    with pytest.raises(ConfigError, match=r"2 data problem\(s\) in .*: .*train/n09999999/ \(a class folder with no "
+                                          r"images .*; .*val/n09999999/ \(class folder not found"):
+        _dm(tree).setup()  # the empty train folder and the val folder that class lacks: both at once
     empty.rmdir()
     (tree / "val" / WNIDS[1]).rename(tree / "val_moved")
-    with pytest.raises(ConfigError, match=rf"class folder .*val/{WNIDS[1]} not found"):
+    with pytest.raises(ConfigError, match=rf"1 data problem\(s\) in .*val/{WNIDS[1]}/ \(class folder not found.*: "
+                                          r"fill or drop those classes \(data.classes\)$"):
         _dm(tree).setup()
     (tree / "val_moved").rename(tree / "val" / WNIDS[1])
     write_image_folder(tree, ["n07777777"], {"val": 1})
@@ -292,3 +295,26 @@ def test_lightning_fit_and_test(tree: Path, tmp_path: Path, cache: bool) -> None
     dm = _dm(tree, cache=cache, cache_dir=str(tmp_path / "c"))
     trainer, metrics = smoke_fit(dm)
     assert trainer.state.finished and 0 <= metrics["test_acc"] <= 1
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_every_data_problem_of_a_tree_in_one_failure(tree: Path, tmp_path: Path, cache: bool) -> None:
+    """An empty class folder, an HTML page saved as .JPEG, a text file named .png and a truncated JPEG: one failure
+    names them all with what each one is, on the first run (not one problem per attempt)."""
+    for image in (tree / "val" / WNIDS[1]).iterdir():
+        image.unlink()  # an empty class folder
+    html = tree / "train" / WNIDS[0] / "saved_page.JPEG"
+    html.write_bytes(b"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head></html>\n")
+    text = tree / "train" / WNIDS[2] / "notes.png"
+    text.write_text("photo of a dog, to be downloaded later\n")
+    truncated = _truncate(tree)
+    with pytest.raises(ConfigError) as raised:
+        _dm(tree, cache=cache, cache_dir=str(tmp_path / "cache")).prepare_data()
+    error = raised.value
+    assert str(error).startswith(f"4 data problem(s) in {tree}: {tree / 'val' / WNIDS[1]}/ (a class folder with no "
+                                 "images")
+    assert "fill or drop those classes (data.classes) and delete or replace the unreadable files" in str(error)
+    listed = "\n".join(error.files)
+    assert f"{html} (an HTML page, not an image)" in listed
+    assert f"{text} (a text file, not an image)" in listed
+    assert f"{truncated} (" in listed and len(error.files) == 4
