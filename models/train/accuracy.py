@@ -15,12 +15,13 @@ from torchmetrics import Metric
 class SplitCounts(Metric):
     """A split's images, how many have their label among the k highest logits (k = 1..max(ks), capped at the
     number of classes), the summed loss and the images of each class, all on the device. compute(): {"loss": mean
-    per image, "acc": top-1, "acc_top5": top-5 (key "acc_topK" for each k > 1 of `ks`), "images", "per_class"},
+    per image, "acc": top-1, "acc_top5": top-5 (key "acc_topK" for each k > 1 of `ks`), "images", and
+    "per_class" unless `per_class=False`},
     exact across uneven batches and ranks."""
 
     full_state_update = False
 
-    def __init__(self, num_classes: int, ks: tuple[int, ...] = (1, 5)) -> None:
+    def __init__(self, num_classes: int, ks: tuple[int, ...] = (1, 5), per_class: bool = True) -> None:
         super().__init__()
         self.ks = tuple(min(k, num_classes) for k in ks)
         self.names = tuple("acc" if k == 1 else f"acc_top{k}" for k in ks)
@@ -30,8 +31,10 @@ class SplitCounts(Metric):
         self.add_state("images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("loss_sum", torch.zeros(()), dist_reduce_fx="sum")
         # images of each class counted: what a limited evaluation really covered (scatter_add: no sync, unlike a
-        # CUDA bincount, which must find the largest label first)
-        self.add_state("per_class", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx="sum")
+        # CUDA bincount, which must find the largest label first); off for training sums (one kernel less a step)
+        self.count_classes = per_class
+        if per_class:
+            self.add_state("per_class", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         """`loss`: the batch's mean loss."""
@@ -40,7 +43,8 @@ class SplitCounts(Metric):
         self.correct += (top == target.unsqueeze(1)).cumsum(dim=1).sum(dim=0)
         self.images += target.numel()
         self.loss_sum += loss.detach().float() * target.numel()
-        self.per_class.scatter_add_(0, target, torch.ones_like(target))
+        if self.count_classes:
+            self.per_class.scatter_add_(0, target, torch.ones_like(target))
 
     def sums(self) -> dict[str, torch.Tensor]:
         """The running sums (what a checkpoint carries to continue an epoch)."""
@@ -50,8 +54,7 @@ class SplitCounts(Metric):
         """Continue from `sums()` of an earlier process. The restored sums then count as an update (an empty batch
         through the public update()), so that compute() neither warns nor waits for a new batch."""
         for key in self.metric_state:
-            if key in sums:  # a checkpoint written before per_class existed: its sums lack it (counted from here)
-                setattr(self, key, sums[key].to(self.device, getattr(self, key).dtype))
+            setattr(self, key, sums[key].to(self.device, getattr(self, key).dtype))
         classes = max(self.ks)
         self.update(torch.zeros(0, classes, device=self.device), torch.zeros(0, dtype=torch.int64, device=self.device),
                     torch.zeros((), device=self.device))
@@ -59,7 +62,9 @@ class SplitCounts(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         """The split's metrics, plus "images" (how many were counted) and "per_class" (how many of each class)."""
         n = self.images.clamp(min=1)
-        out = {"loss": self.loss_sum / n, "images": self.images.float(), "per_class": self.per_class.clone()}
+        out = {"loss": self.loss_sum / n, "images": self.images.float()}
+        if self.count_classes:
+            out["per_class"] = self.per_class.clone()
         out.update({name: (self.correct[k - 1].double() / n).float() for name, k in zip(self.names, self.ks)})
         return out
 

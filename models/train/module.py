@@ -75,7 +75,7 @@ class Classifier(pl.LightningModule):
         self.check_finite_every = max(1, int(check_finite_every))
         self._losses = LossWatch(self.check_finite_every)  # the deferred finite watch's device buffer
         # Each split's loss and accuracy sums, on the device (no per-step self.log: see training_step)
-        self.counts = nn.ModuleDict({f"{split}_counts": SplitCounts(num_classes, (1, 5))
+        self.counts = nn.ModuleDict({f"{split}_counts": SplitCounts(num_classes, (1, 5), per_class=split != "train")
                                      for split in ("train", "val", "test")})
         # best val/acc so far (0 before any: accuracies are >= 0, and every buffer must stay finite: FiniteGuard);
         # not in the state dict (checkpoints of earlier versions lack it): models.train.history saves it

@@ -40,11 +40,12 @@ def test_cifar10_splits_shapes_and_batches(cifar10: Path) -> None:
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert len(dm.train_dataloader()) == 5 and len(dm.test_dataloader()) == 3
-    # eval batches are exactly (x/255 - mean)/std of the stored pixels, in order
+    # eval batches are exactly (x/255 - mean)/std of the stored pixels, in the split's class-interleaved order
     xt, yt = next(iter(dm.test_dataloader()))
+    first = dm.eval_order(dm.splits["test"][1])[:8]
     mean, std = torch.tensor(dm.mean).view(1, 3, 1, 1), torch.tensor(dm.std).view(1, 3, 1, 1)
-    assert torch.allclose(xt, (te[:8].float() / 255 - mean) / std, atol=1e-5)
-    assert torch.equal(yt, dm.splits["test"][1][:8])
+    assert torch.allclose(xt, (te[first].float() / 255 - mean) / std, atol=1e-5)
+    assert torch.equal(yt, dm.splits["test"][1][first]) and len(set(yt.tolist())) == 8  # 8 classes in 8 images
 
 
 def test_root_may_be_the_batches_folder_and_split_is_seeded(cifar10: Path) -> None:

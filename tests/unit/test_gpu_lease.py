@@ -6,11 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+from helpers.runs import REPO
 from models.bench.gpu_check import GRID_EPOCH_WORK, grid_epochs, measured_speed
 from models.train.keys import check_keys
 from models.utils.hydra import compose
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_speed_is_read_from_a_gpu_check_report(tmp_path: Path) -> None:

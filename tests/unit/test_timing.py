@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -105,6 +106,7 @@ def test_a_noisy_measurement_is_recorded_as_unreliable_and_the_run_says_so(caplo
     from data.digits import DigitsDataModule
     from models.train.build import time_parts
     from models.train.config import TrainerSettings
+    from models.train.console import Announce
 
     t = measure(_Jittery(), 8, batch_size=2, repeats=5, layers=False, max_rounds=6)
     assert not t.reliable and any("varied by" in p or "add up" in p for p in t.problems)
@@ -112,12 +114,17 @@ def test_a_noisy_measurement_is_recorded_as_unreliable_and_the_run_says_so(caplo
     assert 5 <= t.rounds <= 6  # more rounds were tried, up to the limit
     cfg = OmegaConf.create({"measure": {"parts": True, "parts_budget_s": 1}})
     dm = DigitsDataModule(image_size=8, batch_size=2)
-    with caplog.at_level("WARNING", logger="models.train"):
+    with caplog.at_level("INFO", logger="models.train"):
         timing = time_parts(cfg, _Jittery(), dm, TrainerSettings({"accelerator": "cpu"}), False)
-    assert not timing.reliable
-    assert [r.getMessage() for r in caplog.records if "unreliable" in r.getMessage()] == [
-        f"warning: the per-part times of this run are unreliable ({'; '.join(timing.problems)}): results.json says so "
-        "(time/reliable: false) and reports mark its time shares"]
+        assert not timing.reliable and not caplog.records  # not before the start line: after it, in one short line
+        record = {"model": "jittery", "params": 1, "macs": 1, "data/image_size": 8, "data": "digits",
+                  "run_dir": "runs/x", **timing.summary()}
+        trainer = SimpleNamespace(is_global_zero=True, ckpt_path=None, current_epoch=0, global_step=0)
+        Announce(SimpleNamespace(data=record, update=record.update)).on_train_start(trainer, SimpleNamespace())
+    assert [r.getMessage() for r in caplog.records] == [
+        "jittery (1 params, 0.0 MMACs/image at 8 px) on digits: starting, open-ended (?, ?) in runs/x",
+        "warning: per-part times unreliable on this busy machine (results.json time/problems; reports mark them ‡): "
+        "time them alone with scripts/complexity.py measure=true"]
 
 
 def test_timing_in_place_changes_nothing_the_run_trains_with() -> None:
