@@ -7,6 +7,7 @@ counted as "missing". Every number in the outputs comes from the records; nothin
 from __future__ import annotations
 
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from models.analysis.figures import (
     plot_roadmap,
     plot_tradeoff,
 )
-from models.analysis.runs import ACC, Configuration, context, fetch_wandb, group_runs, load_runs
+from models.analysis.runs import ACC, Configuration, context, fetch_wandb, group_runs, read_tree
 from models.analysis.table import check_code, report_csv, report_latex, report_markdown
 from models.complexity import group_totals
 from models.errors import ConfigError
@@ -160,7 +161,11 @@ def report(target: str, out: str | Path | None = None, wandb_path: str | None = 
     if wandb_path:
         records, source = fetch_wandb(wandb_path, name), f"wandb {wandb_path}" + (f" (group {name})" if name else "")
     else:
-        records, source = load_runs(root) if root.is_dir() else [], str(root)
+        records, skipped = read_tree(root) if root.is_dir() else ([], [])
+        for path, why in skipped:  # named on the console and in the footnote; never counted as a run
+            print(f"warning: skipped {path}: {why}", file=sys.stderr)
+        source = str(root) + (f" ({len(skipped)} more could not be read and were skipped: "
+                              f"{'; '.join(f'{p} ({why})' for p, why in skipped)})" if skipped else "")
     if not records:
         fix = f"run it first: python scripts/ablate.py {name}" if name else \
             "point report.py at a sweep directory such as runs/ablation/<name>, or run one with scripts/ablate.py"

@@ -18,7 +18,7 @@ from typing import Any
 
 from models.analysis.ablation import SEED, job_identity, noise_keys
 from models.errors import ConfigError
-from models.train.records import RESULTS, read_results
+from models.train.records import RESULTS, read_results_or_why
 from models.utils.tables import cell
 
 CONFIG_KEYS = ("model", "data", "optim", "sched", "trainer", "precision", "label_smoothing", "experiment", "ablation")
@@ -76,16 +76,22 @@ class Configuration:
 
 # ------------------------------------------------------------------------------------------------- reading runs
 def load_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every `results.json` under `root` (a sweep dir or a single run dir). An unreadable file counts as failed."""
-    root = Path(root)
-    records = []
-    for path in sorted(root.rglob(RESULTS)):
-        record = read_results(path)
+    """Every readable `results.json` under `root` (a sweep dir or a single run dir)."""
+    return read_tree(root)[0]
+
+
+def read_tree(root: str | Path) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """(every readable `results.json` under `root`, [(path, why) of each one that cannot be read]): a report counts
+    only the first and names the second."""
+    records, skipped = [], []
+    for path in sorted(Path(root).rglob(RESULTS)):
+        record, why = read_results_or_why(path)
         if record is None:
-            record = {"status": "failed", "error": f"unreadable {path}"}
+            skipped.append((path, why))
+            continue
         record.setdefault("run_dir", str(path.parent))
         records.append(record)
-    return records
+    return records, skipped
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

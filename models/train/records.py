@@ -124,14 +124,24 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def read_results(path: str | Path) -> dict[str, Any] | None:
     """results.json of a run dir (or the file itself); None when absent or unreadable (treated as not run)."""
+    record, _ = read_results_or_why(path)
+    return record
+
+
+def read_results_or_why(path: str | Path) -> tuple[dict[str, Any] | None, str]:
+    """(the record, "") or (None, why it cannot be read: missing, not JSON (where), not a JSON object)."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    except OSError as e:
+        return None, e.strerror or str(e)
+    except UnicodeDecodeError:
+        return None, "not text"
+    except ValueError as e:
+        return None, f"not valid JSON: {e}"
+    return (data, "") if isinstance(data, dict) else (None, f"holds a JSON {type(data).__name__}, not a record")
 
 
 def run_status(run_dir: str | Path) -> str | None:

@@ -179,3 +179,21 @@ def test_noisy_timing_marks_the_time_columns(tmp_path: Path) -> None:
     resnet = next(line for line in table.splitlines() if line.startswith("| resnet20"))
     assert "2.0% ‡" in plain and "‡" not in resnet
     assert "‡ per-part times unreliable" in table and "plain20" in table.split("‡ per-part times unreliable")[1]
+
+
+def test_a_broken_record_is_named_on_the_console_and_in_the_footnote_never_counted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_runs(tmp_path / "sweep", [record("plain20", 0, 0.80)])
+    broken = root / "model=resnet20,seed=0" / "results.json"
+    broken.parent.mkdir()
+    broken.write_text('{"status": "finished", "test/acc": 0.9')  # a record cut short (a full disk, a bad copy)
+    table, _ = report(str(root), out=tmp_path / "out")
+    why = "not valid JSON: Expecting ',' delimiter: line 1 column 39 (char 38)"
+    assert capsys.readouterr().err.splitlines() == [f"warning: skipped {broken}: {why}"]
+    assert (f"Source: 1 results.json under {root} (1 more could not be read and were skipped: {broken} ({why}))"
+            in table)
+    assert "resnet20" not in table.split("Source:")[0].split("plain20")[0]  # it is no row of its own
+    for content, reason in ((b"\xff\xfe", "not text"), (b"[1, 2]", "holds a JSON list, not a record")):
+        broken.write_bytes(content)
+        report(str(root), out=tmp_path / "out")
+        assert capsys.readouterr().err.strip() == f"warning: skipped {broken}: {reason}"
