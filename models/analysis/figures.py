@@ -14,7 +14,7 @@ from typing import Any
 
 from models.analysis.runs import ACC, Configuration, config_without, context
 from models.complexity import GROUPS
-from models.utils.plotting import finish, keep_labels_inside, log_axis, pyplot, wrap
+from models.utils.plotting import finish, keep_labels_inside, log_axis, pyplot, separate_labels, wrap
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -38,25 +38,35 @@ def plot_tradeoff(rows: Sequence[Configuration], cost: str, path: str | Path, ti
     fig, ax = plt.subplots(figsize=(7, 5))
     biggest = max(r.value("params") or 1 for r, *_ in pts)
     sizes = [30 + 400 * math.sqrt((r.value("params") or 0) / biggest) for r, *_ in pts]
-    xs, ys = [c for _, c, _, _ in pts], [m for _, _, m, _ in pts]
-    ax.errorbar(xs, ys, yerr=[s or 0 for *_, s in pts], fmt="none", ecolor="grey", alpha=0.6, zorder=1)
+    xs, ys = [c for _, c, _, _ in pts], [100 * m for _, _, m, _ in pts]
+    ax.errorbar(xs, ys, yerr=[100 * (s or 0) for *_, s in pts], fmt="none", ecolor="grey", alpha=0.6, zorder=1)
     ax.scatter(xs, ys, s=sizes, alpha=0.6, color="#4c72b0", edgecolor="k", zorder=2)
     front = pareto_front(list(zip(xs, ys)))
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="#c44e52", zorder=3, label="Pareto front")
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=12, color="#c44e52", zorder=4)
-    labels = [ax.annotate(r.label or str(r.config.get("model")), (x, y), textcoords="offset points", xytext=(6, 4),
-                          fontsize=8) for (r, *_), x, y in zip(pts, xs, ys)]
+    labels = [ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+              for text, x, y in point_labels([r.label or str(r.config.get("model")) for r, *_ in pts], xs, ys)]
     ax.set_xscale("log")
     log_axis(ax.xaxis, xs)
     ax.margins(x=0.08, y=0.08)
     ax.set_xlabel("MACs per image (FLOPs = 2 x MACs)" if cost == "macs" else "parameters")
-    ax.set_ylabel("test top-1 (mean over seeds)")
+    ax.set_ylabel("test top-1 (%, mean over seeds)")
     ax.set_title(title or f"accuracy vs {cost} (point area ~ params)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best")
     fig.tight_layout()
     keep_labels_inside(ax, labels)
+    separate_labels(ax, labels)
     return finish(fig, path, context(rows))
+
+
+def point_labels(names: Sequence[str], xs: Sequence[float], ys: Sequence[float]) -> list[tuple[str, float, float]]:
+    """One label per distinct point: runs at the same cost and accuracy (e.g. two presets that are the same net)
+    share one label, "a / b", instead of printing on top of each other."""
+    merged: dict[tuple[float, float], list[str]] = {}
+    for name, x, y in zip(names, xs, ys):
+        merged.setdefault((round(x, 9), round(y, 6)), []).append(name)
+    return [(" / ".join(group), x, y) for (x, y), group in merged.items()]
 
 
 def plot_parts(bars: Sequence[tuple], path: str | Path, title: str, note: str = "") -> Path:
@@ -65,17 +75,19 @@ def plot_parts(bars: Sequence[tuple], path: str | Path, title: str, note: str = 
     (`models.complexity.group_totals`)."""
     plt = pyplot()
     colors = {"stem": "#4c72b0", "stages": "#55a868", "head": "#c44e52"}
-    panels = [(1, "parameters (millions)", 1e6), (2, "MACs (billions; FLOPs = 2 x MACs)", 1e9)]
+    # counts as drawn, with engineering suffixes (k, M, G); shares as percentages
+    panels = [(1, "parameters", 1.0), (2, "MACs per image (FLOPs = 2 x MACs)", 1.0)]
     if bars and all(len(bar) > 3 for bar in bars):
         panels.append((3, "share of measured fwd+bwd time", 1.0))
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, PercentFormatter
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) + 2.5, 0.5 * len(bars) + 2.5), squeeze=False,
                              sharey=True)
     axes = axes[0]
     labels = ["\n".join(textwrap.wrap(bar[0], 30)) or bar[0] for bar in bars]  # long names wrap (even within words)
     for ax, (index, xlabel, scale) in zip(axes, panels):
-        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # no offset text ("1e7") to collide with the label
+        # no offset text ("1e7") to collide with the label
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0) if index == 3 else EngFormatter(sep=""))
         left = [0.0] * len(bars)
         for g in GROUPS:
             values = [bar[index].get(g, 0) / scale for bar in bars]
@@ -83,8 +95,10 @@ def plot_parts(bars: Sequence[tuple], path: str | Path, title: str, note: str = 
             left = [a + b for a, b in zip(left, values)]
         ax.set_xlabel(xlabel)
         ax.grid(axis="x", alpha=0.3)
+        if index == 3:
+            ax.set_xlim(0, 1)  # shares: the whole is 100%
     axes[0].invert_yaxis()  # shared by every panel: the first bar on top
-    axes[-1].legend(loc="best", fontsize=8)
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars, never on them
     fig.suptitle(wrap(title, int(14 * fig.get_figwidth())))
     return finish(fig, path, note)
 
@@ -287,7 +301,7 @@ def plot_effects(found: Sequence[Any], path: str | Path, note: str) -> Path | No
 
 
 def plot_compute_curves(curves: Sequence[tuple[str, list[float], list[float]]], path: str | Path, xlabel: str,
-                        note: str) -> Path | None:
+                        note: str, x_scale: float = 1.0, unit: str = "") -> Path | None:
     """Validation top-1 against what training spent (PFLOPs or wall seconds): one curve per configuration, the
     mean over its seeds; the efficiency the step axis hides (a step of VGG-16 is not a step of ResNet-20)."""
     curves = [c for c in curves if c[1]]
@@ -296,10 +310,10 @@ def plot_compute_curves(curves: Sequence[tuple[str, list[float], list[float]]], 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for label, xs, ys in curves:
-        ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, label=wrap(label, 40))
+        ax.plot([x * x_scale for x in xs], [100 * y for y in ys], marker="o", ms=3, label=wrap(label, 40))
     if all(x > 0 for _, xs, _ in curves for x in xs):
         ax.set_xscale("log")
-        log_axis(ax.xaxis, [x for _, xs, _ in curves for x in xs])
+        log_axis(ax.xaxis, [x * x_scale for _, xs, _ in curves for x in xs], unit)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation top-1 (%)")
     ax.grid(alpha=0.3, which="both")

@@ -89,8 +89,8 @@ def write_report(rows: Sequence[Configuration], out_dir: str | Path, source: str
                "error_vs_depth.png": lambda p: plot_error_vs_depth(rows, p),
                "effects.png": lambda p: plot_effects([e for e in found if e.metric == "test top-1"], p,
                                                      context(rows)),
-               "acc_vs_pflops.png": lambda p: plot_compute_curves(curves(rows, 2), p, "training compute (PFLOPs: 3 x "
-                                                                  "forward FLOPs x images seen)", context(rows)),
+               "acc_vs_pflops.png": lambda p: plot_compute_curves(curves(rows, 2), p, "training compute (3 x forward "
+                                                                  "FLOPs x images seen)", context(rows), 1e15, "FLOP"),
                "acc_vs_wall_time.png": lambda p: plot_compute_curves(curves(rows, 3), p, "wall time (s, every "
                                                                      "invocation)", context(rows)),
                "roadmap.png": lambda p: roadmap and plot_roadmap(

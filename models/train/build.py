@@ -143,6 +143,21 @@ def time_parts(cfg: DictConfig, net: Net, dm: pl.LightningDataModule, settings: 
     return timing  # unreliable times: one short warning after the start line (console.Announce)
 
 
+def run_name(preset: str, data: str, seed: int) -> str:
+    """The wandb run name: `resnet20-cifar10-s0`, plus, for a job of a grid, its value of every other axis the grid
+    varies (`model.head=fc`), so that the runs of one grid differ by name on the dashboard."""
+    from hydra.core.hydra_config import HydraConfig
+
+    base = f"{preset}-{data}-s{seed}"
+    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
+        return base
+    hydra_cfg = HydraConfig.get()
+    axes = [k for k, v in (hydra_cfg.sweeper.get("params") or {}).items()
+            if "," in str(v) and k not in ("model", "seed", "data")]
+    mine = dict(o.lstrip("+").split("=", 1) for o in hydra_cfg.overrides.task if "=" in o)
+    return " ".join([base, *(f"{k}={mine[k]}" for k in axes if k in mine)])
+
+
 def split_counts(dm: Any) -> dict[str, Any]:
     """data/<split>_size and data/<split>_per_class (images of each class) of the run's three splits."""
     out: dict[str, Any] = {}
@@ -190,7 +205,7 @@ def build(cfg: DictConfig, run_dir: Path, record: Recorder, extra_callbacks: Seq
         measure_cfg["eval_warmup_steps"] = int(measure_cfg.get("eval_warmup_steps", 1)) + 2
     meter = RunMeter(complexity.flops, **measure_cfg)
     callbacks, best, sigterm = build_callbacks(cfg, run_dir / CKPT_DIR, meter, record, settings.on_cuda)
-    loggers = build_loggers(cfg, run_dir, f"{name}-{record.data['data']}-s{cfg.seed}", record.data, resumed)
+    loggers = build_loggers(cfg, run_dir, run_name(name, record.data["data"], int(cfg.seed)), record.data, resumed)
     trainer = build_trainer(settings, run_dir, loggers, [*callbacks, *extra_callbacks])
     return Built(dm, name, spec, complexity, module, trainer, meter, best, sigterm, last, resume, loggers,
                  channels_last, mode, settings.on_cuda, CompileWatch(mode, settings.on_cuda), timing, resumed)

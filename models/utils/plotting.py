@@ -28,15 +28,16 @@ def wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width, break_long_words=False)) or text
 
 
-def log_axis(axis: Any, values: list[float]) -> None:
-    """A log axis people can read: engineering labels (200k, 1.5M, 3G) on a few major ticks (1-2-5 within two
-    decades, decades only beyond), no minor labels."""
+def log_axis(axis: Any, values: list[float], unit: str = "") -> None:
+    """A log axis people can read: engineering labels (200k, 1.5M, 3G; with `unit`: 10 TFLOP) on a few major ticks
+    (1-2-5 within two decades, decades only beyond), no minor labels. Plot values in their base unit: a value
+    below one shows as milli (m), so 0.02 billion would read "20m"."""
     from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
     positive = [v for v in values if v and v > 0]
     decades = math.log10(max(positive) / min(positive)) if positive else 0.0
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,), numticks=8))
-    axis.set_major_formatter(EngFormatter(sep=""))
+    axis.set_major_formatter(EngFormatter(unit=unit, sep=" " if unit else ""))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -70,6 +71,11 @@ def layout_problems(fig: Any) -> list[str]:
         if box.x0 < -1 or box.y0 < -1 or box.x1 > width + 1 or box.y1 > height + 1:
             problems.append(f"outside the canvas: {t.get_text()[:50]!r}")
     for ax in fig.axes:
+        notes = [t for t in ax.texts if t.get_visible() and t.get_text().strip()]  # point labels (annotate)
+        boxes = [t.get_window_extent(renderer) for t in notes]
+        for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2):
+            if a.overlaps(b):
+                problems.append(f"point labels overlap: {notes[i].get_text()!r} and {notes[j].get_text()!r}")
         for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
             labels = _drawn_ticklabels(axis)
             boxes = [label.get_window_extent(renderer) for label in labels]
@@ -91,6 +97,24 @@ def keep_labels_inside(ax: Any, annotations: list[Any]) -> None:
             annotation.set_horizontalalignment("right")
             x, y = annotation.xyann
             annotation.xyann = (-abs(x), y)
+
+
+def separate_labels(ax: Any, annotations: list[Any], gap: float = 1.0) -> None:
+    """Point labels whose boxes overlap are moved apart vertically (the lower one down), so each stays legible."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    to_points = 72.0 / fig.dpi
+    placed: list[Any] = []
+    for annotation in sorted(annotations, key=lambda a: -a.get_window_extent(renderer).y0):
+        for _ in range(len(annotations)):
+            box = annotation.get_window_extent(renderer)
+            clash = next((b for b in placed if box.overlaps(b)), None)
+            if clash is None:
+                break
+            x, y = annotation.xyann
+            annotation.xyann = (x, y - (box.y1 - clash.y0 + gap) * to_points)
+        placed.append(annotation.get_window_extent(renderer))
 
 
 def finish(fig: Any, path: str | Path, note: str) -> Path:

@@ -18,6 +18,14 @@ def inspect_run(run_dir: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def display_name(run_dir: Path) -> str:
+    """The name the offline run under `run_dir` shows on the dashboard."""
+    (path,) = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    out = subprocess.run([str(WANDB), "leet", "inspect", "--json", str(path)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return next(json.loads(line)["run"]["display_name"] for line in out.splitlines() if '"display_name"' in line)
+
+
 def history(wandb_file: Path) -> list[dict]:
     """Every history row of one .wandb file, in order."""
     out = subprocess.run([str(WANDB), "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True,

@@ -11,16 +11,18 @@ import pytest
 
 from data.synthetic import write_image_folder
 from helpers.cli import run_cli
+from helpers.wandb import display_name
 from models.analysis.runs import load_runs
 
 CLASSES = [f"c{i}" for i in range(10)]
 
 
 @pytest.mark.slow
-def test_a_tiny_grid_over_a_class_sorted_folder_evaluates_every_class(tmp_path: Path) -> None:
+def test_a_tiny_grid_over_a_class_sorted_folder_evaluates_every_class(tmp_path: Path, wandb_env: Path) -> None:
     root = write_image_folder(tmp_path / "tree", CLASSES, {"train": 12, "val": 10}, size=(40, 30))
     sweep = tmp_path / "sweep"
     done = run_cli("ablate", ["head_fc_vs_gap_tiny", "model=resnet20", "data=imagefolder", f"data.root={root}",
+                              "logger=wandb",
                               "data.batch_size=8", "data.image_size=32", "trainer.limit_train_batches=6",
                               f"hydra.sweep.dir={sweep}"],
                    cwd=tmp_path)
@@ -34,6 +36,9 @@ def test_a_tiny_grid_over_a_class_sorted_folder_evaluates_every_class(tmp_path: 
     table = (sweep / "report" / "table.md").read_text()
     assert "test images evaluated: 32 of 100 (3-4 per class; a stratified part: trainer.limit_test_batches)" in table
     assert "warning: the test evaluation" not in done.stdout  # every class was evaluated
+    # on the dashboard the two runs differ by name: the knob the grid varies is in it
+    names = sorted(display_name(Path(r["run_dir"])) for r in runs)
+    assert names == ["resnet20-imagefolder-s0 model.head=fc", "resnet20-imagefolder-s0 model.head=gap"], names
 
 
 @pytest.mark.slow

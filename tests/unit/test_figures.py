@@ -67,3 +67,64 @@ def test_measured_complexity_figures(tmp_path: Path) -> None:
     paths = {p.name: p for p in write_outputs(rows, tmp_path)}
     for name in ("complexity.png", "complexity_layers.png", "complexity_roofline.png"):
         assert Image.open(paths[name]).text["Layout"] == "ok", (name, Image.open(paths[name]).text)
+
+
+def _record(model: str, params: int, macs: int, acc: float) -> dict:
+    return {"status": "finished", "seed": 0, "model": model, "overrides": [f"model={model}", "seed=0"],
+            "params": params, "macs": macs, "test/acc": acc, "data": "cifar10", "epochs": 5}
+
+
+def test_points_at_one_cost_keep_legible_labels_and_units_are_as_plotted(tmp_path: Path) -> None:
+    """Two nets of the same size a hair apart in accuracy (plain20 / resnet20), two identical ones: no label on
+    top of another; axes say what they plot (percent, raw counts with k/M suffixes, never "20m" for 0.02 billion)."""
+    rows = group_runs([_record("plain20", 269_722, 40_551_040, 0.800), _record("resnet20", 269_722, 40_551_040, 0.801),
+                       _record("plain56", 853_018, 125_485_696, 0.70), _record("twin56", 853_018, 125_485_696, 0.70),
+                       _record("vgg11", 9_231_114, 152_769_536, 0.75)])
+    for cost in ("params", "macs"):
+        path = plot_tradeoff(rows, cost, tmp_path / f"{cost}.png")
+        assert Image.open(path).text["Layout"] == "ok", Image.open(path).text  # point labels overlap no longer
+    import models.analysis.figures as figures
+
+    captured, real = {}, figures.finish
+
+    def keep(fig, path, note):  # read the drawn texts before the figure is closed
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        captured.update(labels=sorted(t.get_text() for t in ax.texts), ylabel=ax.get_ylabel(),
+                        yticks=[t.get_text() for t in ax.get_yticklabels()],
+                        xticks=[t.get_text() for t in ax.get_xticklabels() if t.get_text()])
+        return real(fig, path, note)
+
+    figures.finish = keep
+    try:
+        plot_tradeoff(rows, "macs", tmp_path / "read.png")
+    finally:
+        figures.finish = real
+    assert captured["labels"] == ["plain20", "plain56 / twin56", "resnet20", "vgg11"]
+    assert captured["ylabel"] == "test top-1 (%, mean over seeds)" and max(float(t) for t in captured["yticks"]) > 50
+    assert all(t.endswith(("k", "M", "G")) for t in captured["xticks"]), captured["xticks"]
+
+
+def test_parts_axes_count_what_they_draw(tmp_path: Path) -> None:
+    bars = [("resnet20", {"stem": 432, "stages": 268_650, "head": 650}, {"stem": 442_368, "stages": 40_108_032,
+                                                                        "head": 640}, {"stem": 0.1, "stages": 0.8,
+                                                                                       "head": 0.1})]
+    captured = {}
+    import models.analysis.figures as figures
+
+    real = figures.finish
+
+    def keep(fig, path, note):
+        fig.canvas.draw()
+        captured.update({ax.get_xlabel(): [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+                         for ax in fig.axes})
+        return real(fig, path, note)
+
+    figures.finish = keep
+    try:
+        plot_parts(bars, tmp_path / "parts.png", "where they live")
+    finally:
+        figures.finish = real
+    assert set(captured) == {"parameters", "MACs per image (FLOPs = 2 x MACs)", "share of measured fwd+bwd time"}
+    assert "200k" in captured["parameters"] and "40M" in captured["MACs per image (FLOPs = 2 x MACs)"]
+    assert captured["share of measured fwd+bwd time"][-1] == "100%"
