@@ -46,14 +46,37 @@ REFERENCES: tuple[Reference, ...] = (
 
 
 def reference_for(record: Mapping[str, Any]) -> Reference | None:
-    """The published number for this run's network (its preset, unmodified), if there is one."""
+    """The published number for this run's preset, if there is one (`differences` says whether the run's network
+    and setting are the published one)."""
     model = record.get("model")
     return next((r for r in REFERENCES if r.model == model), None)
 
 
-def differences(ref: Reference, record: Mapping[str, Any]) -> list[str]:
-    """What in the run's setting differs from the reference's ([]: comparable)."""
+def knob_differences(ref: Reference, record: Mapping[str, Any]) -> list[str]:
+    """The knobs on which the run's network differs from the published preset's (a `model.head=fc` resnet20 is not
+    He et al.'s ResNet-20): each as `model.<knob>=<run's> (published: <preset's>)`."""
+    from models.errors import ConfigError
+    from models.presets import get_spec
+    from models.spec import knob_names
+
+    try:
+        preset = get_spec(ref.model, num_classes=int(record.get("data/num_classes") or 10)).config()
+    except ConfigError:
+        return []
     out = []
+    for knob in knob_names():
+        if knob in ("num_classes", "in_channels"):
+            continue
+        ran = record.get(f"model/{knob}", preset.get(knob))  # a knob the record predates: it ran at the default
+        if (list(ran) if isinstance(ran, (list, tuple)) else ran) != preset.get(knob):
+            out.append(f"model.{knob}={ran} (published: {preset.get(knob)})")
+    return out
+
+
+def differences(ref: Reference, record: Mapping[str, Any]) -> list[str]:
+    """What in the run's setting differs from the reference's ([]: comparable): the network first, every knob of
+    it, then the data, recipe, evaluation and schedule."""
+    out = knob_differences(ref, record)
     if record.get("data/name") != ref.dataset and record.get("data") != ref.dataset:
         out.append(f"data {record.get('data/name') or record.get('data')} (published: {ref.dataset})")
     if ref.recipe and record.get("experiment") != ref.recipe:

@@ -56,16 +56,56 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def declared_default(key: str, cfg: DictConfig) -> Any:
+    """The value a key takes where nothing sets it, from its one declaration: a model knob's NetSpec default, a
+    data key's default in its datamodule's constructor, a trainer key's in Lightning's Trainer, any other key's in
+    the typed schema (models/train/keys.py). `ABSENT` when no declaration gives one."""
+    import inspect
+
+    from models.train.keys import ABSENT, schema_default
+
+    section, _, name = key.partition(".")
+    if section == "model":
+        from models.spec import NetSpec
+
+        field_ = NetSpec.__dataclass_fields__.get(name)
+        value = getattr(field_, "default", ABSENT) if field_ is not None else ABSENT
+        return list(value) if isinstance(value, tuple) else value
+    if section in ("data", "trainer") and name and "." not in name:
+        if section == "data":
+            from hydra.utils import get_class
+
+            try:
+                target = get_class(str(cfg.data.get("_target_")))
+            except Exception:
+                return ABSENT
+        else:
+            import lightning.pytorch as pl
+
+            target = pl.Trainer
+        param = inspect.signature(target.__init__).parameters.get(name)
+        return ABSENT if param is None or param.default is inspect.Parameter.empty else param.default
+    return schema_default(key)
+
+
 def check_same_config(run_dir: Path, cfg: DictConfig) -> None:
     """A run directory belongs to the configuration that created it (its config.yaml): another one is refused,
-    naming the differing keys, before anything is written. Noise keys (IDENTITY_NOISE) may differ; keys the saved
-    config lacks (options added to the project since) are not compared."""
+    naming the differing keys, before anything is written. Noise keys (IDENTITY_NOISE) may differ. A key the saved
+    config lacks (an option added to the project since) counts as its declared default there: the same run as long
+    as it is left at that default now."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return
     saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False))
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    from models.train.keys import ABSENT
+
     noise = tuple(IDENTITY_NOISE)
+    for key in now.keys() - saved.keys():  # added since that run started
+        default = declared_default(key, cfg)
+        if default is not ABSENT and not (key.startswith("hydra") or any(key == n or key.startswith(n + ".")
+                                                                         for n in noise)):
+            saved[key] = default
     differ = [k for k in saved if k in now and saved[k] != now[k]
               and not any(k == n or k.startswith(n + ".") for n in noise)]
     if differ:
@@ -190,12 +230,15 @@ class TrainerSettings:
 def check_resume(ckpt: Path, knobs: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint must load (weights_only) and come from the same architecture. Returns what it recorded about
     the run besides weights (epoch, step, CSV rows, wall time)."""
+    from models.spec import NetSpec
     from models.train.checkpoints import load_checkpoint
 
     checkpoint = load_checkpoint(ckpt, mmap=True)
     saved = checkpoint.get("hyper_parameters", {}).get("model", {})
+    defaults = {f.name: f.default for f in NetSpec.__dataclass_fields__.values()}
     for key in sorted((set(saved) | set(knobs)) - {"depth", "width"}):  # real knobs, not the derived ones
-        old, new = saved.get(key), knobs.get(key)
+        # a knob added after the checkpoint was written: that network had it at its default
+        old, new = saved.get(key, defaults.get(key)), knobs.get(key)
         if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
             old, new = list(old), list(new)
         if old != new:

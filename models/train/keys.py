@@ -223,6 +223,7 @@ class Train:
 
 
 LOGGERS: dict[str, type] = {"wandb": Wandb}  # csv: only its _target_
+ABSENT = object()  # what schema_default returns for a key that declares no default
 
 
 # ------------------------------------------------------------------ the walk
@@ -304,6 +305,25 @@ def _section(hint: Any) -> type | None:
         if is_dataclass(arm):
             return arm  # type: ignore[return-value]
     return None
+
+
+def schema_default(key: str) -> Any:
+    """The default a key of the schema declares (a dotted path), or `ABSENT`."""
+    from dataclasses import MISSING
+
+    section: Any = Train
+    *parents, name = key.split(".")
+    for part in parents:
+        field_ = {f.name: f for f in fields(section)}.get(part)
+        section = _section(typing.get_type_hints(section, include_extras=True)[part]) if field_ else None
+        if section is None:
+            return ABSENT
+    field_ = {f.name: f for f in fields(section)}.get(name)
+    if field_ is None:
+        return ABSENT
+    if field_.default is not MISSING:
+        return field_.default
+    return field_.default_factory() if field_.default_factory is not MISSING else ABSENT
 
 
 def leaf_keys(section: type = Train, prefix: str = "") -> dict[str, Any]:

@@ -36,7 +36,12 @@ def log_axis(axis: Any, values: list[float], unit: str = "") -> None:
 
     positive = [v for v in values if v and v > 0]
     decades = math.log10(max(positive) / min(positive)) if positive else 0.0
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,), numticks=8))
+    if decades < 1:  # a narrow range: a few evenly spaced ticks (1-2-5 would leave one or none inside it)
+        from matplotlib.ticker import MaxNLocator
+
+        axis.set_major_locator(MaxNLocator(nbins=4))
+    else:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,), numticks=8))
     axis.set_major_formatter(EngFormatter(unit=unit, sep=" " if unit else ""))
     axis.set_minor_formatter(NullFormatter())
 

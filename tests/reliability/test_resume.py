@@ -170,3 +170,30 @@ def test_ctrl_c_stops_after_the_step_and_the_same_command_resumes(tmp_path: Path
     a, b = read_results(tmp_path / "reference"), read_results(run_dir)
     assert b["status"] == "finished" and record_differences(a, b) == {}
     assert [i["by"] for i in b["interruptions"]] == ["SIGINT (Ctrl-C)", "SIGINT (Ctrl-C), at once"]
+
+
+@pytest.mark.slow
+def test_a_run_from_before_a_key_existed_resumes_while_that_key_is_at_its_default(tmp_path: Path) -> None:
+    """A real checkpoint and config.yaml, stripped of a model knob and a config key (as code from before they
+    existed wrote them): the same command resumes; giving the key a value other than its default is another run,
+    refused in one line before anything is written."""
+    from omegaconf import OmegaConf
+
+    run_dir, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    stopped = killable_train(run_dir, tmp_path, "train_step:3", "SIGTERM")
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    checkpoint = torch.load(last, weights_only=False)
+    del checkpoint["hyper_parameters"]["model"]["zero_init_residual"]
+    torch.save(checkpoint, last)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    del saved.model["zero_init_residual"], saved["label_smoothing"]
+    OmegaConf.save(saved, run_dir / "config.yaml")
+
+    for change, key in (("model.zero_init_residual=true", "model.zero_init_residual"),
+                        ("label_smoothing=0.1", "label_smoothing")):
+        refused = run_cli("train", [*ARGS, change, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert f"belongs to another configuration: {key}=" in refused.stderr and "(now " in refused.stderr
+    again = run_cli("train", [*ARGS, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert again.returncode == 0 and f"resuming from {last} at epoch 0, step 4" in again.stdout, again.stderr[-2000:]
+    assert read_results(run_dir)["status"] == "finished"

@@ -12,7 +12,7 @@ from PIL import Image
 from models.analysis.compare import compare, measure_rows, write_outputs
 from models.analysis.figures import plot_parts, plot_tradeoff, plot_waterfall
 from models.analysis.runs import group_runs
-from models.utils.plotting import finish, layout_problems, pyplot
+from models.utils.plotting import _drawn_ticklabels, finish, layout_problems, pyplot
 
 
 def test_layout_problems_sees_overlaps_and_text_off_the_canvas(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_points_at_one_cost_keep_legible_labels_and_units_are_as_plotted(tmp_pat
         ax = fig.axes[0]
         captured.update(labels=sorted(t.get_text() for t in ax.texts), ylabel=ax.get_ylabel(),
                         yticks=[t.get_text() for t in ax.get_yticklabels()],
-                        xticks=[t.get_text() for t in ax.get_xticklabels() if t.get_text()])
+                        xticks=[t.get_text() for t in _drawn_ticklabels(ax.xaxis)])
         return real(fig, path, note)
 
     figures.finish = keep

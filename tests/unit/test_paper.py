@@ -49,6 +49,22 @@ def test_published_numbers_only_where_the_setting_matches(tmp_path: Path) -> Non
     assert differences(reference_for({"model": "resnet20"}), {**HE, "model": "resnet20"}) == []
 
 
+def test_a_published_number_only_beside_the_published_network(tmp_path: Path) -> None:
+    """resnet20 with the FC head is not He et al.'s ResNet-20: same preset name, same recipe, no published number,
+    and the footnote says which knob differs."""
+    fc = {**HE, "model/head": "fc", "model/head_hidden": [512, 512], "overrides": ["model=resnet20", "model.head=fc",
+                                                                                  "seed=0"]}
+    ref = reference_for({"model": "resnet20"})
+    assert differences(ref, {**fc, "model": "resnet20"})[:1] == ["model.head=fc (published: gap)"]
+    assert differences(ref, {**HE, "model": "resnet20", "model/head": "gap", "model/stem": "cifar"}) == []
+    runs = _write(tmp_path / "runs", [_record("resnet20", 0, 0.90, True, **HE),
+                                      _record("resnet20", 0, 0.88, True, **fc)])
+    table, _ = report(str(runs), out=tmp_path / "out")
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert sum("| 0.9125 |" in line for line in rows) == 1  # only the GAP run sits beside the published number
+    assert "model.head=fc (published: gap)" in table
+
+
 def test_paired_effects_match_a_hand_computation(tmp_path: Path) -> None:
     """residual vs plain at depth 20, three seeds: differences 0.02, 0.04, 0.03 -> mean 0.03, sd 0.01, t(0.975, 2)
     = 4.302653: 95% CI 0.03 +- 0.024841. At depth 32 one seed only: 'n too small'."""
