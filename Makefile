@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo lint test test-fast gpu-check complexity clean
+.PHONY: install demo lint test test-fast gpu-check complexity regen clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ test-fast: lint
 # A new GPU box, checked in a few minutes (CUDA graphs, resume, padding, packing, host time, speed): PASS/FAIL lines.
 gpu-check: $(STAMP)
 	$(PY) scripts/gpu_check.py --out gpu_check.json
+
+# Every generated file (model configs, roadmap grids, key/knob tables, docs from tests' lists, committed result
+# reports, the README's generated sections) from this checkout's code; a test fails when one is stale.
+regen: $(STAMP)
+	$(PY) scripts/regen.py
 
 complexity: $(STAMP)
 	$(PY) scripts/complexity.py out=docs

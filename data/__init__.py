@@ -45,8 +45,9 @@ def build_datamodule(cfg: Mapping[str, Any], **settings: Any) -> Any:
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ConfigError(f"data.{unknown[0]} is not an option of this dataset ({cls.__name__}): valid keys are "
-                          f"{', '.join(sorted(accepted))}")
+        from data.keys import unknown_key
+
+        raise unknown_key(unknown[0], str(target))
     return cls(**kwargs)  # called directly, not via hydra.utils.instantiate: its ConfigErrors stay unwrapped
 
 

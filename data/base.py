@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from data.checks import check_flag, check_int, cpu_count, resolve_workers
+from data.checks import cpu_count, resolve_workers
 from data.device import DeviceLoader, FileSource, LoaderSettings, TensorSource
 from data.splits import interleaved_order
 from models.utils.system import PACKED_ENV
@@ -31,18 +31,14 @@ class BaseImageDataModule(pl.LightningDataModule):
 
     def __init__(self, *, image_size: int, batch_size: int, num_workers: int | str, seed: int,
                  device_resident: bool | str = "auto", pad_eval: bool = False) -> None:
-        super().__init__()
-        self.image_size = check_int("image_size", image_size, 8)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        if num_workers != "auto":
-            check_int("num_workers", num_workers, 0)
+        super().__init__()  # values checked by the subclass against its declaration (data.keys.check_args)
+        self.image_size, self.batch_size, self.seed = int(image_size), int(batch_size), int(seed)
         self.num_workers_setting = num_workers
-        self.seed = check_int("seed", seed, 0)
-        self.device_resident_setting = check_flag("device_resident", device_resident, allow_auto=True)
+        self.device_resident_setting = device_resident
         self._on_device: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
         # evaluation batches padded to a static shape: what a network replayed as CUDA graphs needs (the run passes
         # it; the padding never reaches a metric)
-        self.pad_eval = check_flag("pad_eval", pad_eval)
+        self.pad_eval = bool(pad_eval)
 
     # -- trainer context (cpu / rank 0 of 1 when used standalone) --
     def _device(self) -> torch.device:

@@ -12,8 +12,9 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from data.checks import check_choice, check_int
 from data.in_memory import InMemoryImageDataModule
+from data.keys import CIFAR as CIFARKeys
+from data.keys import check_args
 from data.splits import stratified_split
 from models.errors import ConfigError
 
@@ -96,6 +97,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         device_resident: bool | str = "auto",
         pad_eval: bool = False,
     ) -> None:
+        check_args(CIFARKeys, locals())
         super().__init__(
             image_size=image_size,
             batch_size=batch_size,
@@ -106,13 +108,13 @@ class CIFARDataModule(InMemoryImageDataModule):
             pad_eval=pad_eval,
         )
         self.save_hyperparameters()
-        self.name = check_choice("name", name, list(_TV))
+        self.name = name
         if root is None:
             raise ConfigError(f"data.root is not set: set data.root=<dir containing {_TV[name].base_folder}>")
         self.root = Path(root).expanduser()
         self.download = bool(download)
         self.verify = bool(verify)
-        self.val_size = check_int("val_size", val_size, 0)
+        self.val_size = int(val_size)
         if self.val_size >= 50000:
             raise ConfigError(f"data.val_size={val_size} leaves no training images: set data.val_size below 50000")
         self.num_classes = 10 if name == "cifar10" else 100

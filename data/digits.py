@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.checks import check_int
 from data.in_memory import InMemoryImageDataModule
+from data.keys import Digits as DigitsKeys
+from data.keys import check_args
 from data.splits import channel_stats, stratified_split
 from models.errors import ConfigError
 
@@ -46,6 +47,7 @@ class DigitsDataModule(InMemoryImageDataModule):
         device_resident: bool | str = "auto",
         pad_eval: bool = False,
     ) -> None:
+        check_args(DigitsKeys, locals())
         super().__init__(
             image_size=image_size,
             batch_size=batch_size,
@@ -57,8 +59,7 @@ class DigitsDataModule(InMemoryImageDataModule):
         )
         self.save_hyperparameters()
         self.name = "digits"
-        self.val_size = check_int("val_size", val_size, 1)
-        self.test_size = check_int("test_size", test_size, 1)
+        self.val_size, self.test_size = int(val_size), int(test_size)
         if self.val_size + self.test_size > 1797 - 100:
             raise ConfigError(
                 f"data.val_size={val_size} + data.test_size={test_size} leave fewer than 100 of 1797 digits for"

@@ -27,25 +27,18 @@ from torchvision.datasets import Imagenette
 
 from data import cache as image_cache
 from data.base import SPLITS, BaseImageDataModule
-from data.checks import UnreadableImages, check_choice, check_flag, check_int, cpu_count
+from data.checks import UnreadableImages, cpu_count
 from data.device import DeviceLoader, FileSource
-from data.folder_tree import LAYOUTS, FolderTree, Samples
+from data.folder_tree import FolderTree, Samples
 from data.images import BaseImageDataset, base_image, base_side, scan_image
+from data.keys import Folder as FolderKeys
+from data.keys import check_args
 from data.splits import stratified_split
 from models.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUTO_VAL_FRACTION = 0.1
-
-
-def check_val_size(value: Any) -> int | float | str:
-    """auto, a fraction in (0, 1), or a count of training images (0: no carve, val/ is also the test)."""
-    if value == "auto" or (isinstance(value, float) and 0 < value < 1) or \
-            (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        return value
-    raise ConfigError(f"data.val_size={value!r} is invalid: set data.val_size to auto, a fraction in (0, 1), a count "
-                      "of training images, or 0 (select on val/ and report it as test)")
 
 
 class ImageFolderDataModule(BaseImageDataModule):
@@ -60,26 +53,27 @@ class ImageFolderDataModule(BaseImageDataModule):
                  download: bool = False, verify: bool = True, cache: bool = False, cache_dir: str | None = None,
                  device_resident: bool | str = "auto", imagenette_size: str = "160px", name: str | None = None,
                  pad_eval: bool = False) -> None:
+        check_args(FolderKeys, locals())
         super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=seed,
                          device_resident=device_resident, pad_eval=pad_eval)
         self.save_hyperparameters()
-        self.layout = check_choice("layout", layout, LAYOUTS)
+        self.layout = layout
         self.name = name or layout
         if root is None:
             raise ConfigError("data.root is not set: set data.root=<dir with train/ and val/>")
-        self.download = check_flag("download", download)
+        self.download = bool(download)
         if self.download and layout != "imagenette":
             raise ConfigError(f"data.download=true is not available for layout {layout}: put the files under "
                               "data.root and set data.download=false")
-        self.imagenette_size = check_choice("imagenette_size", imagenette_size, list(Imagenette._ARCHIVES))
-        self.verify, self.cache = check_flag("verify", verify), check_flag("cache", cache)
+        self.imagenette_size = imagenette_size
+        self.verify, self.cache = bool(verify), bool(cache)
         self.cache_dir_setting = cache_dir
         if self.device_resident_setting is True and not self.cache:
             raise ConfigError("data.device_resident=true needs data.cache=true for folder datasets: set "
                               "data.cache=true")
         self.tree = FolderTree(Path(root).expanduser(), layout, *self._class_selection(classes, num_classes_subset),
                                self.imagenette_size, bool(self.download))
-        self.val_size_setting = check_val_size(val_size)
+        self.val_size_setting = val_size
         self.base_size = base_side(self.image_size)  # 224 -> 256: what is cached / decoded before the crop
         self.files: dict[str, Samples] = {}  # folder -> (path, label)
         self.splits: dict[str, tuple[str, Tensor | None]] = {}  # split -> (folder, positions in it or all)
@@ -91,11 +85,10 @@ class ImageFolderDataModule(BaseImageDataModule):
     def _class_selection(classes: Any, num_classes_subset: Any) -> tuple[list[str] | None, int | None]:
         if classes is not None and num_classes_subset is not None:
             raise ConfigError("data.classes and data.num_classes_subset are both set: set only one of them")
-        if classes is not None and (isinstance(classes, str) or not classes):
-            raise ConfigError(
-                f"data.classes={classes!r} is invalid: set data.classes to a non-empty list of class folder names")
-        subset = None if num_classes_subset is None else check_int("num_classes_subset", num_classes_subset, 1)
-        return (list(classes) if classes is not None else None), subset
+        if classes is not None and not classes:
+            raise ConfigError("data.classes=[] selects no class: set data.classes to a non-empty list of class "
+                              "folder names, or drop it")
+        return (list(classes) if classes is not None else None), num_classes_subset
 
     @property
     def root(self) -> Path:

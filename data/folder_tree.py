@@ -10,7 +10,6 @@ from torchvision.datasets import Imagenette
 from data.images import list_images
 from models.errors import ConfigError
 
-LAYOUTS = ("imagefolder", "tinyimagenet", "imagenette")
 _IMAGENETTE_DIRS = ("imagenette2-160", "imagenette2-320", "imagenette2", "imagewoof2-160", "imagewoof2-320",
                     "imagewoof2")
 Samples = list[tuple[Path, int]]

@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from data.base import SPLITS, BaseImageDataModule
-from data.checks import check_flag
 from data.device import DeviceLoader
 
 
@@ -34,7 +33,7 @@ class InMemoryImageDataModule(BaseImageDataModule):
 
     def __init__(self, *, augment: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.augment = check_flag("augment", augment)
+        self.augment = bool(augment)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.mean: list[float] = []
         self.std: list[float] = []

@@ -107,29 +107,56 @@ def build(name_or_spec: str | NetSpec | Mapping[str, Any], **overrides: Any) -> 
     return Net(get_spec(name_or_spec, **overrides))
 
 
+KNOBS_CONFIG = "_knobs"  # configs/model/_knobs.yaml: every knob at its NetSpec default, under every preset
+
+
+def knobs_config() -> dict[str, Any]:
+    """`model/_knobs.yaml`: every knob at its default (so any `model.<knob>=...` overrides any preset), num_classes
+    null (the dataset's)."""
+    knobs = {k: v for k, v in NetSpec().config().items() if k not in ("depth", "width")}
+    return {**knobs, "num_classes": None}
+
+
 def preset_config(name: str) -> dict[str, Any]:
-    """The Hydra `model/<name>.yaml` content: the preset's name plus every knob (`model.<knob>=...` overrides)."""
-    knobs = {k: v for k, v in get_preset(name).spec.config().items() if k not in ("depth", "width")}
-    knobs["num_classes"] = None  # null: taken from the dataset at run time (set it to insist on a count)
+    """The Hydra `model/<name>.yaml` content: the preset's name plus the knobs where it differs from the defaults
+    (`_knobs.yaml` below it holds the rest), so that a new knob with a default touches no preset file."""
+    defaults = knobs_config()
+    knobs = {k: v for k, v in get_preset(name).spec.config().items()
+             if k not in ("depth", "width", "num_classes") and v != defaults[k]}
     return {"name": name, **knobs}
 
 
-def write_preset_configs(directory: str) -> list[str]:
-    """Regenerate configs/model/*.yaml from PRESETS (tests check the committed files are current)."""
-    import pathlib
-
+def preset_texts() -> dict[str, str]:
+    """file name -> content of every configs/model/*.yaml (what `make regen` writes)."""
     import yaml
+
+    def value(v: Any) -> str:  # lists inline ([3, 3, 3]); scalars as YAML writes them (null, true, quoted strings)
+        return "[" + ", ".join(map(str, v)) + "]" if isinstance(v, list) else yaml.safe_dump(v).splitlines()[0]
+
+    def dump(values: dict[str, Any]) -> str:  # one key per line
+        return "".join(f"{k}: {value(v)}\n" for k, v in values.items())
+
+    out = {f"{KNOBS_CONFIG}.yaml": "# Generated from models/spec.py by `make regen`: every knob at its NetSpec "
+           "default, under every preset\n# (configs/model/<preset>.yaml lists only what differs). Edit NetSpec, not "
+           "this.\n" + dump(knobs_config())}
+    for name, preset in PRESETS.items():
+        out[f"{name}.yaml"] = (f"# Generated from models/presets.py by `make regen`; edit the preset, not this.\n"
+                               f"# Designed input size: {preset.input_size}. Reference: {preset.reference}.\n"
+                               f"# The knobs it leaves out are at their defaults (_knobs.yaml).\n"
+                               "defaults:\n  - _knobs\n  - _self_\n\n" + dump(preset_config(name)))
+    return out
+
+
+def write_preset_configs(directory: str) -> list[str]:
+    """Regenerate configs/model/*.yaml from PRESETS and NetSpec (a test checks the committed files are current)."""
+    import pathlib
 
     out = pathlib.Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, preset in PRESETS.items():
-        header = (f"# Generated from models/presets.py (python -m models.presets {directory}); edit the preset, "
-                  "not this.\n"
-                  f"# Designed input size: {preset.input_size}. Reference: {preset.reference}.\n")
-        path = out / f"{name}.yaml"
-        path.write_text(header + yaml.safe_dump(preset_config(name), sort_keys=False, default_flow_style=None))
-        written.append(str(path))
+    for name, text in preset_texts().items():
+        (out / name).write_text(text)
+        written.append(str(out / name))
     return written
 
 

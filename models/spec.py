@@ -1,4 +1,11 @@
-"""`NetSpec`: every architectural choice of the generic network as one independent, validated knob.
+"""`NetSpec`: every architectural choice of the generic network, each knob declared once.
+
+A knob is a field of `NetSpec`: its type hint is what it takes (checked by pydantic, models.utils.declare), its
+default the network it builds when unset, and its metadata a one-line help, the design choice it belongs to (what
+explain.py switches as one) and when the network does not use it. Everything else is derived from these fields:
+the `model.*` config schema (models/train/keys.py), explain's choice groups and canonical form, the knob table in
+docs/config_keys.md, the valid-knob list of error messages, the property tests' strategies. Adding a knob is one
+field here, the layer code that reads it (models/layers.py) and, for an ablation, a grid file.
 
 VGG and ResNet are just values of these knobs (see `models.presets`); the ablation axes are the knobs themselves.
 """
@@ -7,51 +14,67 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import typing
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from models.errors import ConfigError
+from models.utils.declare import Positive, check_fields, choices, describe, interval
 
-STEMS = ("vgg", "resnet", "cifar")  # vgg: none (full resolution); resnet: 7x7/2 conv + 3x3/2 max-pool; cifar: 3x3 conv
-BLOCKS = ("plain", "basic", "bottleneck")  # plain = one VGG conv layer; basic/bottleneck = He et al.'s blocks
-SHORTCUTS = ("A", "B")  # A: zero-padded identity (no params); B: 1x1 projection when the shape changes
-DOWNSAMPLES = ("maxpool", "stride")  # maxpool: 2x2 pool after each stage (VGG); stride: stages 2.. start strided
-HEADS = ("fc", "gap")  # fc: pool to head_pool^2, flatten, Linear-ReLU-Dropout layers, Linear; gap: GAP + one Linear
+Stem = Literal["vgg", "resnet", "cifar"]  # vgg: none (full resolution); resnet: 7x7/2 conv + 3x3/2 max-pool; cifar: 3x3
+Block = Literal["plain", "basic", "bottleneck"]  # plain = one VGG conv layer; basic/bottleneck = He et al.'s blocks
+Shortcut = Literal["A", "B"]  # A: zero-padded identity (no params); B: 1x1 projection when the shape changes
+Downsample = Literal["maxpool", "stride"]  # maxpool: 2x2 pool after each stage (VGG); stride: stages 2.. start strided
+Head = Literal["fc", "gap"]  # fc: pool to head_pool^2, flatten, Linear-ReLU-Dropout layers, Linear; gap: GAP + Linear
+STEMS, BLOCKS, SHORTCUTS, DOWNSAMPLES, HEADS = (choices(t) for t in (Stem, Block, Shortcut, Downsample, Head))
+
+
+def knob(default: Any, help: str, group: str, unused_when: dict[str, Any] | None = None) -> Any:
+    """A NetSpec field: its default, one line of help, its design-choice group, and the values of other knobs under
+    which the network does not use it (explain.py compares networks without such knobs)."""
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, "unused_when": unused_when or {}})
 
 
 @dataclass(frozen=True)
 class NetSpec:
     """A network = stem + stages of blocks + head. Each field is one knob (`model.<field>` on the command line)."""
 
-    stem: str = "resnet"
-    stem_width: int = 64  # output channels of the resnet/cifar stem (the vgg stem has no layers)
-    block: str = "basic"
-    residual: bool = True  # false: the same layers without skip connections (He et al.'s "plain" nets)
-    shortcut: str = "B"
-    downsample: str = "stride"
-    depths: tuple[int, ...] = (2, 2, 2, 2)  # blocks per stage (a plain block is one conv)
-    widths: tuple[int, ...] = (64, 128, 256, 512)  # per stage; bottleneck output is width * 4
-    head: str = "gap"
-    head_pool: int = 7  # fc head: adaptive average pool to head_pool x head_pool before flattening
-    head_hidden: tuple[int, ...] = (4096, 4096)  # fc head: hidden Linear widths
-    dropout: float = 0.5  # fc head: after each hidden layer
-    batch_norm: bool = True
-    conv_bias: bool = False  # VGG convs carry a bias (torchvision keeps it even with BN); ResNet convs do not
-    zero_init_residual: bool = False  # zero the last BN gamma of each residual block (Goyal et al.)
-    num_classes: int = 1000
-    in_channels: int = 3
+    stem: Stem = knob("resnet", "the layers before the first stage: vgg none, resnet 7x7/2 conv + 3x3/2 max-pool, "
+                      "cifar one 3x3 conv", "stem")
+    stem_width: Positive = knob(64, "output channels of the resnet or cifar stem", "stem", {"stem": "vgg"})
+    block: Block = knob("basic", "plain: one 3x3 conv (VGG); basic: two 3x3 convs; bottleneck: 1x1-3x3-1x1 (x4 out)",
+                        "body_layout")
+    residual: bool = knob(True, "skip connections around each block (false: He et al.'s plain nets)", "residual")
+    shortcut: Shortcut = knob("B", "where a block changes shape: A zero-padded identity, B 1x1 projection",
+                              "residual", {"residual": False})
+    downsample: Downsample = knob("stride", "maxpool: 2x2 pool after each stage (VGG); stride: stages 2.. start "
+                                  "with a stride-2 block (ResNet)", "downsampling")
+    depths: tuple[Positive, ...] = knob((2, 2, 2, 2), "blocks per stage (a plain block is one conv)", "body_layout")
+    widths: tuple[Positive, ...] = knob((64, 128, 256, 512), "channels per stage (bottleneck outputs 4x)",
+                                        "body_layout")
+    head: Head = knob("gap", "fc: pool to head_pool^2, hidden Linear layers, Linear (VGG); gap: global average pool "
+                      "+ one Linear (ResNet)", "head")
+    head_pool: Positive = knob(7, "fc head: pool to head_pool x head_pool before flattening", "head",
+                               {"head": "gap"})
+    head_hidden: tuple[Positive, ...] = knob((4096, 4096), "fc head: widths of the hidden Linear layers", "head",
+                                             {"head": "gap"})
+    dropout: interval(ge=0, lt=1) = knob(0.5, "fc head: dropout after each hidden layer", "head",  # type: ignore
+                                         {"head": "gap"})
+    batch_norm: bool = knob(True, "BatchNorm after each conv", "normalisation")
+    conv_bias: bool = knob(False, "convs carry a bias (torchvision's VGG keeps it even with BN; ResNet's do not)",
+                           "normalisation")
+    zero_init_residual: bool = knob(False, "zero the last BN gamma of each residual block (Goyal et al. 2017)",
+                                    "residual", {"residual": False})
+    num_classes: Positive = knob(1000, "outputs of the classifier (the run sets it from the dataset)", "classes")
+    in_channels: Positive = knob(3, "input image channels", "classes")
 
     def __post_init__(self) -> None:
         # Lists from YAML/CLI become tuples so specs stay hashable and comparable.
-        for name in ("depths", "widths", "head_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, int):
-                value = (value,)
-            try:
-                object.__setattr__(self, name, tuple(int(v) for v in value))
-            except (TypeError, ValueError):
-                raise ConfigError(f"model.{name}={value!r} is not a list of integers: write e.g. "
-                                  f"model.{name}=[2,2,2,2]") from None
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        check_fields(self, "model")  # each knob against its declared type: one line naming it
         validate(self)
 
     @property
@@ -112,39 +135,46 @@ def knob_names() -> list[str]:
     return [f.name for f in fields(NetSpec)]
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"model.{key}={value!r} is not valid: choose one of {', '.join(choices)}")
+def knob_help(name: str) -> dict[str, Any]:
+    """A knob's declaration: its type hint, default, help, group and when it is unused."""
+    f = {f.name: f for f in fields(NetSpec)}[name]
+    return {"hint": typing.get_type_hints(NetSpec, include_extras=True)[name], "default": f.default,
+            **f.metadata}
 
 
-def _bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"model.{key}={value!r} must be true or false")
+def choice_groups() -> dict[str, tuple[str, ...]]:
+    """Design choice -> its knobs, in declaration order (what explain.py switches as one)."""
+    groups: dict[str, list[str]] = {}
+    for name in knob_names():
+        groups.setdefault(knob_help(name)["group"], []).append(name)
+    return {g: tuple(names) for g, names in groups.items()}
+
+
+def unused_knobs(knobs: dict[str, Any]) -> list[str]:
+    """The knobs a network with these values does not use (e.g. the FC head's widths under a GAP head)."""
+    return [k for k in knob_names() if any(knobs.get(other) == value
+                                           for other, value in knob_help(k)["unused_when"].items())]
+
+
+def knob_table() -> str:
+    """The knob table of docs/config_keys.md: every knob, what it takes, its default, its choice group, its help."""
+    lines = ["| knob | takes | default | design choice | what it does |", "|---|---|---|---|---|"]
+    for name in knob_names():
+        k = knob_help(name)
+        default = list(k["default"]) if isinstance(k["default"], tuple) else k["default"]
+        unused = "; unused when " + ", ".join(f"{o}={v}" for o, v in k["unused_when"].items()) \
+            if k["unused_when"] else ""
+        lines.append(f"| `model.{name}` | {describe(k['hint'])} | `{default}` | {k['group']} | {k['help']}{unused} |")
+    return "\n".join(lines)
 
 
 def validate(spec: NetSpec) -> None:
-    """Reject unknown values and impossible combinations with a message naming the key and the fix."""
-    _choice("stem", spec.stem, STEMS)
-    _choice("block", spec.block, BLOCKS)
-    _choice("shortcut", spec.shortcut, SHORTCUTS)
-    _choice("downsample", spec.downsample, DOWNSAMPLES)
-    _choice("head", spec.head, HEADS)
-    for key in ("residual", "batch_norm", "conv_bias", "zero_init_residual"):
-        _bool(key, getattr(spec, key))
-    for key in ("stem_width", "head_pool", "num_classes", "in_channels"):
-        value = getattr(spec, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+    """Reject impossible combinations of knobs (each knob on its own: its declaration) naming the key and the fix."""
     if not spec.depths or len(spec.depths) != len(spec.widths):
         raise ConfigError(
             f"model.depths={list(spec.depths)} and model.widths={list(spec.widths)} must be non-empty lists of "
             "the same length (one entry per stage)"
         )
-    for key in ("depths", "widths", "head_hidden"):
-        if any(v < 1 for v in getattr(spec, key)):
-            raise ConfigError(f"model.{key}={list(getattr(spec, key))} must contain positive integers only")
-    if not 0.0 <= float(spec.dropout) < 1.0:
-        raise ConfigError(f"model.dropout={spec.dropout!r} must be in [0, 1)")
     if spec.block == "plain" and spec.residual:
         raise ConfigError(
             "model.residual=true needs model.block=basic or bottleneck (a plain block is a single VGG conv "

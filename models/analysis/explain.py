@@ -1,7 +1,8 @@
 """Why network A costs what it does versus network B, one design choice at a time (`scripts/explain.py`).
 
-The knobs that differ between A and B are grouped into design choices (`CHOICES`: knobs that only make sense
-together stay one choice; knobs a network does not use, e.g. the FC head's hidden widths under a GAP head, are not
+The knobs that differ between A and B are grouped into design choices (`CHOICES`, from each knob's declared group
+in models/spec.py: knobs that only make sense together stay one choice; knobs a network does not use, e.g. the FC
+head's hidden widths under a GAP head, are not
 differences). Every subset of the choices switched from A's values to B's is a network; its costs are counted on the
 meta device (no weights, no arithmetic): parameters, MACs (per image, forward) and training memory (the predicted peak
 of a training step at `memory_batch`, `models.memory`); with `measure`, also the measured forward+backward time.
@@ -29,35 +30,23 @@ from models.errors import ConfigError
 from models.memory import profile_memory
 from models.network import Net
 from models.presets import get_preset, get_spec, list_presets
-from models.spec import NetSpec, knob_names
+from models.spec import NetSpec, choice_groups, knob_names, unused_knobs
 from models.timing import measure
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "head": ("head", "head_pool", "head_hidden", "dropout"),
-    "stem": ("stem", "stem_width"),
-    "normalisation": ("batch_norm", "conv_bias"),
-    "downsampling": ("downsample",),
-    "body_layout": ("block", "depths", "widths"),
-    "residual": ("residual", "shortcut", "zero_init_residual"),
-    "classes": ("num_classes", "in_channels"),
-}
+CHOICES: dict[str, tuple[str, ...]] = choice_groups()  # design choice -> its knobs, from NetSpec's declarations
 COSTS = ("params", "macs", "memory")  # counted for every network; "time" when measured
 INTEGER_COSTS = ("params", "macs", "memory")
 _DEFAULTS = NetSpec().knobs()
 
 
 def canonical(knobs: Mapping[str, Any]) -> dict[str, Any]:
-    """The knobs with the ones the network does not use set to their defaults: an FC head pooled to 1x1 with no
-    hidden layer is a GAP head; a GAP head has no hidden widths or dropout; no residual means no shortcut type."""
+    """The knobs with the ones the network does not use (each knob declares when: `unused_when` in models/spec.py)
+    set to their defaults, e.g. a GAP head has no hidden widths, no residual means no shortcut type. One equivalence
+    is not a matter of unused knobs: an FC head pooled to 1x1 with no hidden layer IS a GAP head."""
     out = {k: knobs[k] for k in knob_names()}
     if out["head"] == "fc" and int(out["head_pool"]) == 1 and not tuple(out["head_hidden"]):
         out["head"] = "gap"
-    if out["head"] == "gap":
-        out.update(head_pool=_DEFAULTS["head_pool"], head_hidden=_DEFAULTS["head_hidden"], dropout=_DEFAULTS["dropout"])
-    if out["stem"] == "vgg":
-        out["stem_width"] = _DEFAULTS["stem_width"]
-    if not out["residual"]:
-        out.update(shortcut=_DEFAULTS["shortcut"], zero_init_residual=_DEFAULTS["zero_init_residual"])
+    out.update({k: _DEFAULTS[k] for k in unused_knobs(out)})
     return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
 
 

@@ -152,9 +152,11 @@ def effects_markdown(found: Sequence[Effect]) -> str:
 
 
 def report(target: str, out: str | Path | None = None, wandb_path: str | None = None, ablation: str | None = None,
-           overrides: Sequence[str] = (), mixed_code: bool = False) -> tuple[str, dict[str, Path]]:
+           overrides: Sequence[str] = (), mixed_code: bool = False, source: str | None = None
+           ) -> tuple[str, dict[str, Path]]:
     """Load the runs of `target` (an ablation name or a directory), match them against the ablation's grid (with the
-    sweep's command-line `overrides`) to count missing runs, write the outputs. Returns the Markdown and the paths."""
+    sweep's command-line `overrides`) to count missing runs, write the outputs. Returns the Markdown and the paths.
+    `source`: how the footnote names where the records are (default: the directory as given)."""
     from models.analysis.ablation import grid, list_ablations, planned
 
     root, name = resolve_target(target)
@@ -164,7 +166,7 @@ def report(target: str, out: str | Path | None = None, wandb_path: str | None = 
         records, skipped = read_tree(root) if root.is_dir() else ([], [])
         for path, why in skipped:  # named on the console and in the footnote; never counted as a run
             print(f"warning: skipped {path}: {why}", file=sys.stderr)
-        source = str(root) + (f" ({len(skipped)} more could not be read and were skipped: "
+        source = (source or str(root)) + (f" ({len(skipped)} more could not be read and were skipped: "
                               f"{'; '.join(f'{p} ({why})' for p, why in skipped)})" if skipped else "")
     if not records:
         fix = f"run it first: python scripts/ablate.py {name}" if name else \

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -71,19 +71,15 @@ def declared_default(key: str, cfg: DictConfig) -> Any:
         field_ = NetSpec.__dataclass_fields__.get(name)
         value = getattr(field_, "default", ABSENT) if field_ is not None else ABSENT
         return list(value) if isinstance(value, tuple) else value
-    if section in ("data", "trainer") and name and "." not in name:
-        if section == "data":
-            from hydra.utils import get_class
+    if section == "data":
+        from data.keys import declaration
 
-            try:
-                target = get_class(str(cfg.data.get("_target_")))
-            except Exception:
-                return ABSENT
-        else:
-            import lightning.pytorch as pl
+        found = {f.name: f.default for f in fields(declaration(cfg.data.get("_target_")))}
+        return found.get(name, ABSENT)
+    if section == "trainer" and name and "." not in name:
+        import lightning.pytorch as pl
 
-            target = pl.Trainer
-        param = inspect.signature(target.__init__).parameters.get(name)
+        param = inspect.signature(pl.Trainer.__init__).parameters.get(name)
         return ABSENT if param is None or param.default is inspect.Parameter.empty else param.default
     return schema_default(key)
 

@@ -1,7 +1,7 @@
 """Every configuration key of scripts/train.py, typed: what each accepts, checked before torch loads.
 
 One dataclass per section (`Train` at the top), each field a key, its type hint what the key accepts: `Annotated`
-with a `Range` for bounds, `Literal` for choices, unions for "an integer or auto", `None` for null. `check_keys`
+with annotated-types bounds, `Literal` for choices, unions for "an integer or auto", `None` for null. `check_keys`
 walks a composed config against it and raises a one-line `ConfigError` naming the first bad key and what it takes,
 e.g. `seed='abc' is not valid: use an integer in [0, 4294967295]`; keys the schema does not know are refused the
 same way. The cross-field checks (run length, devices, CUDA graphs, input size, ...) stay beside the code they
@@ -16,51 +16,35 @@ that mirror a library's signature (`Trainer`, the datamodules, `NetSpec`) are he
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Annotated, Any, Literal
 
-from models.errors import ConfigError
-from models.spec import BLOCKS, DOWNSAMPLES, HEADS, SHORTCUTS, STEMS
-from models.train.graphs import MODES
-from models.train.optim import OPTIMIZERS, SCHEDULES
-from models.utils.typed import Pattern, Range, accepts, advice, arms, describe
+import annotated_types as at
+from pydantic import StringConstraints
 
-Count = Annotated[int, Range(min=0)]
-Positive = Annotated[int, Range(min=1)]
-Seconds = Annotated[float, Range(min=0, open_min=True)]
-Fraction = Annotated[float, Range(min=0, max=1)]
-BelowOne = Annotated[float, Range(min=0, max=1, open_max=True)]  # [0, 1)
-Between = Annotated[float, Range(min=0, max=1, open_min=True, open_max=True)]  # (0, 1)
+from data import keys as data_keys
+from models.errors import ConfigError
+from models.spec import NetSpec
+from models.train.graphs import MODES
+from models.train.optim import OptimConfig, SchedSettings
+from models.utils.declare import Count, Positive, Says, Text, arms, check, describe, interval
+
+Seconds = interval(gt=0)
+Fraction = interval(ge=0, le=1)
+BelowOne = interval(ge=0, lt=1)  # [0, 1)
+Between = interval(gt=0, lt=1)  # (0, 1)
 Auto = Literal["auto"]
 NoLimit = Literal[-1]  # Lightning's "no limit"
-Clock = Annotated[str, Pattern(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", "a time DD:HH:MM:SS (e.g. 00:12:00:00)")]
-DeviceIds = Annotated[str, Pattern(r"\d+(,\d+)*,?", "device indices such as '0,1'")]
+Clock = Annotated[str, StringConstraints(pattern=r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$"),
+                  Says("a time DD:HH:MM:SS (e.g. 00:12:00:00)")]
+DeviceIds = Annotated[str, StringConstraints(pattern=r"^\d+(,\d+)*,?$"), Says("device indices such as '0,1'")]
 PRECISIONS = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
                      "transformer-engine-float16", "64", "32", "16", "bf16", 64, 32, 16]
 
 
 # ------------------------------------------------------------------ sections
-@dataclass
-class Optim:
-    name: Literal[OPTIMIZERS] = "sgd"  # type: ignore[valid-type]
-    lr: Annotated[float, Range(min=0, open_min=True)] = 0.1
-    momentum: BelowOne = 0.9
-    nesterov: bool = False
-    betas: tuple[BelowOne, BelowOne] = (0.9, 0.999)
-    weight_decay: Annotated[float, Range(min=0)] = 5e-4
-    decay_bn_bias: bool = False
-
-
-@dataclass
-class Sched:
-    name: Literal[SCHEDULES] = "cosine"  # type: ignore[valid-type]
-    warmup_steps: Count = 0
-    milestones: list[Between] = field(default_factory=list)
-    gamma: Annotated[float, Range(min=0, max=1, open_min=True)] = 0.1
-    min_lr_ratio: Fraction = 0.0
-    pct_start: Between = 0.3
-    div_factor: Annotated[float, Range(min=1)] = 25.0
-    final_div_factor: Annotated[float, Range(min=1)] = 1e4
+Optim = OptimConfig  # optim.*: declared where the optimizer is built (models/train/optim.py)
+Sched = SchedSettings  # sched.*: likewise
 
 
 @dataclass
@@ -74,70 +58,30 @@ class Measure:
     warmup_steps: Count = 5
     eval_warmup_steps: Count = 1
     parts: bool = True
-    parts_budget_s: Annotated[float, Range(min=0)] = 30
+    parts_budget_s: interval(ge=0) = 30  # type: ignore[valid-type]
 
 
-@dataclass
-class Model:
-    """`NetSpec`'s knobs (models/spec.py), plus the preset's name."""
-
-    name: str = "resnet20"
-    stem: Literal[STEMS] = "resnet"  # type: ignore[valid-type]
-    stem_width: Positive = 64
-    block: Literal[BLOCKS] = "basic"  # type: ignore[valid-type]
-    residual: bool = True
-    shortcut: Literal[SHORTCUTS] = "B"  # type: ignore[valid-type]
-    downsample: Literal[DOWNSAMPLES] = "stride"  # type: ignore[valid-type]
-    depths: list[Positive] = field(default_factory=list)
-    widths: list[Positive] = field(default_factory=list)
-    head: Literal[HEADS] = "gap"  # type: ignore[valid-type]
-    head_pool: Positive = 7
-    head_hidden: list[Positive] = field(default_factory=list)
-    dropout: BelowOne = 0.5
-    batch_norm: bool = True
-    conv_bias: bool = False
-    zero_init_residual: bool = False
-    num_classes: Positive | None = None  # null: the dataset's
-    in_channels: Positive = 3
+def _config_hint(hint: Any) -> Any:
+    """A knob's hint as a config value gives it: a tuple knob is a list in YAML and on the command line."""
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]  # type: ignore[misc]
+    return hint
 
 
-Workers = Count | Auto
-Resident = bool | Auto
-ImageSize = Annotated[int, Range(min=1)]
+# model.*: NetSpec's knobs (models/spec.py, their one declaration), plus the preset's name; num_classes may be null
+# (the dataset's).
+_KNOB_HINTS = typing.get_type_hints(NetSpec, include_extras=True)
+Model = make_dataclass("Model", [("name", Text, field(default="resnet20")), *(
+    (f.name, Positive | None if f.name == "num_classes" else _config_hint(_KNOB_HINTS[f.name]),
+     field(default_factory=lambda d=f.default: list(d)) if isinstance(f.default, tuple) else field(default=f.default))
+    for f in fields(NetSpec))])
 
 
 @dataclass
 class Data:
-    """Every datamodule's keys (data/*.py constructors); `DATA_KEYS` says which a datamodule takes."""
+    """data.*: `_target_`, the datamodule class, and the keys that datamodule declares (data/keys.py)."""
 
-    _target_: str = "data.digits.DigitsDataModule"
-    name: str = "digits"
-    root: str | None = None
-    download: bool = False
-    verify: bool = True
-    layout: Literal["imagefolder", "tinyimagenet", "imagenette"] = "imagefolder"
-    classes: list[str] | None = None
-    num_classes_subset: Positive | None = None
-    imagenette_size: Literal["160px", "320px", "full"] = "160px"
-    val_size: Positive | Between | Auto | Literal[0] = 0
-    test_size: Positive = 270
-    augment: bool = False
-    image_size: ImageSize = 32
-    batch_size: Positive = 64
-    num_workers: Workers = "auto"
-    seed: Count = 0
-    cache: bool = False
-    cache_dir: str | None = None
-    device_resident: Resident = "auto"
-
-
-COMMON = ("image_size", "batch_size", "num_workers", "seed", "device_resident")
-DATA_KEYS = {  # _target_ -> the keys its constructor takes (pad_eval is the run's, not a key)
-    "data.digits.DigitsDataModule": (*COMMON, "val_size", "test_size", "augment"),
-    "data.cifar.CIFARDataModule": (*COMMON, "name", "root", "download", "verify", "val_size", "augment"),
-    "data.folder.ImageFolderDataModule": (*COMMON, "name", "root", "download", "verify", "layout", "classes",
-                                          "num_classes_subset", "imagenette_size", "val_size", "cache", "cache_dir"),
-}
+    _target_: Text = "data.digits.DigitsDataModule"
 
 
 @dataclass
@@ -145,7 +89,7 @@ class Trainer:
     """lightning.Trainer's keyword arguments, 1:1 (logger, callbacks, plugins and default_root_dir are the run's)."""
 
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "tpu", "auto"] = "auto"
-    strategy: str = "auto"
+    strategy: Text = "auto"
     devices: Positive | NoLimit | Auto | DeviceIds | list[Count] = "auto"
     num_nodes: Positive = 1
     precision: PRECISIONS | None = None
@@ -160,15 +104,15 @@ class Trainer:
     limit_test_batches: Count | Fraction | None = None
     limit_predict_batches: Count | Fraction | None = None
     overfit_batches: Count | Fraction = 0.0
-    val_check_interval: Positive | Annotated[float, Range(min=0, max=1, open_min=True)] | Clock | None = None
+    val_check_interval: Positive | interval(gt=0, le=1) | Clock | None = None  # type: ignore[valid-type]
     check_val_every_n_epoch: Positive | None = 1
-    num_sanity_val_steps: Annotated[int, Range(min=-1)] | None = None
+    num_sanity_val_steps: Annotated[int, at.Ge(-1)] | None = None
     log_every_n_steps: Positive | None = None
     enable_checkpointing: bool | None = None
     enable_progress_bar: bool | None = None
     enable_model_summary: bool | None = None
     accumulate_grad_batches: Positive = 1
-    gradient_clip_val: Annotated[float, Range(min=0)] | None = None
+    gradient_clip_val: interval(ge=0) | None = None  # type: ignore[valid-type]
     gradient_clip_algorithm: Literal["norm", "value"] | None = None
     deterministic: bool | Literal["warn"] | None = None
     benchmark: bool | None = None
@@ -180,19 +124,19 @@ class Trainer:
     sync_batchnorm: bool = False
     reload_dataloaders_every_n_epochs: Count = 0
     enable_autolog_hparams: bool = True
-    model_registry: str | None = None
+    model_registry: Text | None = None
 
 
 @dataclass
 class Wandb:
     """The keys configs/logger/wandb.yaml sets; any other WandbLogger / wandb.init argument passes through."""
 
-    _target_: str = "lightning.pytorch.loggers.WandbLogger"
-    project: str = "vgg-vs-resnet"
-    entity: str | None = None
+    _target_: Text = "lightning.pytorch.loggers.WandbLogger"
+    project: Text = "vgg-vs-resnet"
+    entity: Text | None = None
     offline: bool | None = None
     log_model: bool | Literal["all"] = False
-    job_type: str | None = None
+    job_type: Text | None = None
     settings: dict[str, Any] | None = None
 
 
@@ -200,11 +144,11 @@ class Wandb:
 class Train:
     """configs/train.yaml, every key."""
 
-    experiment: str = "default"
-    ablation: str | None = None
-    tags: list[str] = field(default_factory=list)
-    seed: Annotated[int, Range(min=0, max=2**32 - 1)] = 0
-    run_dir: str | None = None
+    experiment: Text = "default"
+    ablation: Text | None = None
+    tags: list[Text] = field(default_factory=list)
+    seed: Annotated[int, at.Interval(ge=0, le=2**32 - 1)] = 0
+    run_dir: Text | None = None
     optim: Optim | None = None
     sched: Sched | None = None
     label_smoothing: BelowOne = 0.0
@@ -251,17 +195,16 @@ def _resolved(cfg: Any) -> dict[str, Any]:
 
 def _walk(section: type, values: dict[str, Any], raw: dict[str, Any], prefix: str) -> None:
     hints = typing.get_type_hints(section, include_extras=True)
-    names = [f.name for f in fields(section)]
-    if prefix == "data.":
-        names = [n for n in names if n == "_target_" or n in DATA_KEYS.get(values.get("_target_", ""), names)]
+    if section is Data:  # the keys of the datamodule data._target_ names, as it declares them
+        target = str(values.get("_target_"))
+        hints = {**hints, **data_keys.hints(data_keys.declaration(target))}
+    names = list(hints)
     for key, value in values.items():
         path = f"{prefix}{key}"
         if key not in names:
-            if section is Data and key in hints:
-                taken = ", ".join(sorted(n for n in names if n != "_target_"))
-                raise ConfigError(f"{path} is not a setting of this dataset (data._target_={values.get('_target_')}):"
-                                  f" drop it; it takes {taken}")
-            if section is Model or (section is Data and values.get("_target_") not in DATA_KEYS):
+            if section is Data and target in data_keys.DECLARED:
+                raise data_keys.unknown_key(key, target)
+            if section is Model or section is Data:
                 continue  # NetSpec names the valid knobs (models.spec); a datamodule of yours takes its own keys
             raise ConfigError(f"unknown key {path}: check the spelling (python scripts/train.py --cfg job lists the "
                               f"keys)")
@@ -283,8 +226,7 @@ def _check(path: str, value: Any, raw: Any, hint: Any) -> None:
         for name, settings in value.items():
             _check_logger(f"logger.{name}", settings, raw.get(name) if isinstance(raw, dict) else None)
         return
-    if not accepts(hint, value):
-        raise ConfigError(f"{path}={value!r} is not valid: {advice(hint)}")
+    check(path, value, hint)
 
 
 def _check_logger(path: str, value: Any, raw: Any) -> None:
@@ -327,9 +269,17 @@ def schema_default(key: str) -> Any:
 
 
 def leaf_keys(section: type = Train, prefix: str = "") -> dict[str, Any]:
-    """Every key the schema types (dotted path -> type hint), sections flattened: what the tests walk."""
+    """Every key the schema types (dotted path -> type hint), sections flattened: what the tests walk. A data key
+    several datamodules declare differently takes any of their types here."""
     hints = typing.get_type_hints(section, include_extras=True)
     out: dict[str, Any] = {}
+    if section is Data:
+        merged: dict[str, list[Any]] = {"_target_": [Text]}
+        for declared in data_keys.DECLARED.values():
+            for name, hint in data_keys.hints(declared).items():
+                merged.setdefault(name, []).append(hint)
+        return {f"{prefix}{k}": hs[0] if len(set(hs)) == 1 else typing.Union[tuple(dict.fromkeys(hs))]  # noqa: UP007
+                for k, hs in merged.items()}
     for f in fields(section):
         sub = _section(hints[f.name])
         if sub is not None:

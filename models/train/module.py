@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.errors import ConfigError
 from models.train.accuracy import LossWatch, SplitCounts
 from models.train.optim import LRSchedule, OptimConfig, make_optimizer
 from models.train.records import Diverged
+from models.utils.declare import check
 
 log = logging.getLogger("models.train")
 
@@ -33,6 +33,14 @@ def compiler_error(error: BaseException) -> bool:
     names = [type(e).__module__ + "." + type(e).__name__ for e in (error, error.__cause__) if e is not None]
     return any(n.startswith(("torch._dynamo", "torch._inductor", "torch._functorch")) or "CompileError" in n
                or "BackendCompilerFailed" in n for n in names)
+
+
+def label_smoothing_hint() -> Any:
+    import typing
+
+    from models.train.keys import Train
+
+    return typing.get_type_hints(Train, include_extras=True)["label_smoothing"]
 
 
 class Classifier(pl.LightningModule):
@@ -54,8 +62,7 @@ class Classifier(pl.LightningModule):
         self.optim_cfg = OptimConfig(**(optim or {}))
         self.sched_cfg = dict(sched or {})
         LRSchedule(**self.sched_cfg)  # validate now, not when fit starts
-        if not 0 <= label_smoothing < 1:
-            raise ConfigError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
+        check("label_smoothing", label_smoothing, label_smoothing_hint())  # its one declaration: keys.Train
         self.label_smoothing = float(label_smoothing)
         self.channels_last = channels_last
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True). model_knobs lets a resume

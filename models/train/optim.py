@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import annotated_types as at
 
 from models.errors import ConfigError
+from models.utils.declare import Count, check_fields, interval
 
 if TYPE_CHECKING:  # torch loads with the model, not with the config checks (models.train.preflight)
     import torch
@@ -18,56 +21,57 @@ if TYPE_CHECKING:  # torch loads with the model, not with the config checks (mod
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
+BelowOne = interval(ge=0, lt=1)
+Between = interval(gt=0, lt=1)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 5e-4
-    decay_bn_bias: bool = False
+    """optim.*: each key declared once, here (the typed config schema, models/train/keys.py, uses this class)."""
+
+    name: Literal[OPTIMIZERS] = "sgd"  # type: ignore[valid-type]
+    lr: interval(gt=0) = 0.1  # type: ignore[valid-type]  # peak lr (after warm-up), per optimizer step
+    momentum: BelowOne = 0.9  # type: ignore[valid-type]  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: Annotated[list[BelowOne], at.Len(2, 2)] = (0.9, 0.999)  # type: ignore  # adamw only
+    weight_decay: interval(ge=0) = 5e-4  # type: ignore[valid-type]
+    decay_bn_bias: bool = False  # false: no weight decay on BN parameters and biases (all 1-d tensors)
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ConfigError(f"optim.name={self.name!r} is not valid: choose one of {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"optim.lr={self.lr!r} must be a positive number")
-        if self.weight_decay < 0:
-            raise ConfigError(f"optim.weight_decay={self.weight_decay!r} must be >= 0")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"optim.momentum={self.momentum!r} must be in [0, 1)")
+        check_fields(self, "optim")
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise ConfigError("optim.nesterov=true needs optim.name=sgd and optim.momentum>0")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
 
 
 @dataclass
-class LRSchedule:
-    """lr multiplier as a function of the optimizer step; a plain object so LambdaLR checkpoints its fields."""
+class SchedSettings:
+    """sched.*: each key declared once, here (the typed config schema uses this class)."""
 
-    name: str = "cosine"
-    total_steps: int = 1
-    warmup_steps: int = 0
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of total_steps
-    gamma: float = 0.1
-    min_lr_ratio: float = 0.0
-    pct_start: float = 0.3
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
+    name: Literal[SCHEDULES] = "cosine"  # type: ignore[valid-type]
+    warmup_steps: Count = 0  # linear warm-up from lr/warmup_steps (cosine, multistep, constant)
+    milestones: list[Between] = field(default_factory=lambda: [0.5, 0.75])  # type: ignore  # fractions of the steps
+    gamma: interval(gt=0, le=1) = 0.1  # type: ignore[valid-type]  # multistep: factor at each milestone
+    min_lr_ratio: interval(ge=0, le=1) = 0.0  # type: ignore[valid-type]  # cosine: final lr = lr * min_lr_ratio
+    pct_start: Between = 0.3  # type: ignore[valid-type]  # onecycle: fraction of steps rising to lr
+    div_factor: interval(ge=1) = 25.0  # type: ignore[valid-type]  # onecycle
+    final_div_factor: interval(ge=1) = 1e4  # type: ignore[valid-type]  # onecycle
 
     def __post_init__(self) -> None:
-        if self.name not in SCHEDULES:
-            raise ConfigError(f"sched.name={self.name!r} is not valid: choose one of {', '.join(SCHEDULES)}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"sched.warmup_steps={self.warmup_steps!r} must be >= 0")
-        if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+        check_fields(self, "sched")
+        if list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"sched.milestones={list(self.milestones)} must be increasing fractions of the "
                               "total steps in (0, 1), e.g. [0.5,0.75]")
-        if not 0 < self.pct_start < 1:
-            raise ConfigError(f"sched.pct_start={self.pct_start!r} must be in (0, 1)")
+
+
+@dataclass
+class LRSchedule(SchedSettings):
+    """lr multiplier as a function of the optimizer step; a plain object so LambdaLR checkpoints its fields."""
+
+    total_steps: Annotated[int, at.Ge(0)] = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.milestones = [float(m) for m in self.milestones]
         self.total_steps = max(1, int(self.total_steps))
 

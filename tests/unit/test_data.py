@@ -310,7 +310,8 @@ def test_datamodule_factory_and_its_errors() -> None:
         build_datamodule({"batch_size": 16})
     with pytest.raises(ConfigError, match="data._target_='data.mnist.MNIST' is not a datamodule class"):
         build_datamodule({"_target_": "data.mnist.MNIST"})
-    with pytest.raises(ConfigError, match=r"data\.root is not an option of this dataset \(DigitsDataModule\)"):
+    with pytest.raises(ConfigError, match=r"data\.root is not a setting of this dataset \(data._target_=data.digits."
+                                          r"DigitsDataModule\): drop it; it takes augment, batch_size"):
         build_datamodule(data_config("digits", root="/x"))
     assert build_datamodule(data_config("cifar100", root="/x")).num_classes == 100
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 import models
 from helpers.runs import REPO
 from models import ConfigError, NetSpec
 from models.complexity import profile
-from models.presets import preset_config
 
 
 @pytest.mark.parametrize("name", models.list_presets())
@@ -96,13 +96,13 @@ BAD = [
     (dict(name="resnet18", head="mlp"), "model.head='mlp' is not valid: choose one of fc, gap"),
     (dict(name="resnet18", block="dense"), "model.block='dense'"),
     (dict(name="resnet18", shortcut="C"), "model.shortcut='C'"),
-    (dict(name="resnet18", residual="yes"), "model.residual='yes' must be true or false"),
+    (dict(name="resnet18", residual="yes"), "model.residual='yes' is not valid: choose one of true, false"),
     (dict(name="vgg16", residual=True), "model.residual=true needs model.block=basic or bottleneck"),
     (dict(name="resnet18", depths=[2, 2]), "must be non-empty lists of the same length"),
     (dict(name="resnet18", widths=[64, 0, 256, 512]), "model.widths"),
     (dict(name="resnet20", widths=[64, 32, 16]), "model.shortcut=A (zero-padded identity) cannot reduce channels"),
-    (dict(name="resnet18", num_classes=0), "model.num_classes=0 must be a positive integer"),
-    (dict(name="vgg16", dropout=1.0), "model.dropout=1.0 must be in [0, 1)"),
+    (dict(name="resnet18", num_classes=0), "model.num_classes=0 is not valid: use an integer >= 1"),
+    (dict(name="vgg16", dropout=1.0), "model.dropout=1.0 is not valid: use a number in [0, 1)"),
 ]
 
 
@@ -135,12 +135,13 @@ def test_specs_accept_lists_and_stay_hashable() -> None:
 
 
 @pytest.mark.parametrize("name", models.list_presets())
-def test_model_configs_are_generated_from_presets(name: str) -> None:
-    """configs/model/<preset>.yaml must equal the preset (regenerate: python -m models.presets configs/model)."""
+def test_a_preset_config_composes_to_the_preset(name: str) -> None:
+    """configs/model/<preset>.yaml (only what differs from the defaults) over _knobs.yaml (every knob at its
+    default) composes to exactly the preset's network: a knob with a default needs no preset file edited."""
+    from helpers.runs import compose_train
+
+    composed = OmegaConf.to_container(compose_train([f"model={name}"]).model, resolve=True)
+    assert models.get_spec({**composed, "num_classes": 10}) == models.get_spec(name, num_classes=10)
     on_disk = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text())
-    assert on_disk == preset_config(name)
-    assert models.get_spec({**on_disk, "num_classes": 10}) == models.get_spec(name, num_classes=10)
-
-
-def test_no_stray_model_configs() -> None:
-    assert sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml")) == sorted(models.list_presets())
+    defaults = yaml.safe_load((REPO / "configs" / "model" / "_knobs.yaml").read_text())
+    assert all(on_disk[k] != defaults[k] for k in on_disk if k not in ("name", "defaults"))  # no knob at its default
