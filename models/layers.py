@@ -1,6 +1,8 @@
 """The parts the generic network is built from: stems, blocks (with their shortcuts) and heads.
 
 Module and attribute order mirrors torchvision's `resnet.py` / `vgg.py`, so their state dicts load into ours in order.
+The SE gate (`model.se`) and pre-activation (`model.preact`) are further attributes of the same blocks: a network
+without them has exactly torchvision's modules.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class Stem(nn.Module):
             return
         kernel, stride = (7, 2) if spec.stem == "resnet" else (3, 1)
         self.conv = _conv(spec, spec.in_channels, spec.stem_width, kernel, stride)
-        self.bn = _norm(spec, spec.stem_width)
-        self.relu = nn.ReLU(inplace=True)
+        if not spec.preact:  # pre-activation: the first block's BN-ReLU acts on the stem's conv (He et al. 2016)
+            self.bn = _norm(spec, spec.stem_width)
+            self.relu = nn.ReLU(inplace=True)
         if spec.stem == "resnet":
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
@@ -57,6 +60,28 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)) if self.pad else x
 
 
+class SqueezeExcitation(nn.Module):
+    """Hu et al. 2018: each channel scaled by a gate computed from the whole image: global average pool, FC to
+    channels // reduction (at least 1), ReLU, FC back, sigmoid. Both FCs carry biases, as in the paper."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        squeeze = max(1, channels // reduction)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(channels, squeeze)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(squeeze, channels)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.gate(self.fc2(self.relu(self.fc1(torch.flatten(self.pool(x), 1)))))
+        return x * s[:, :, None, None]
+
+
+def _se(spec: NetSpec, channels: int) -> nn.Module | None:
+    return SqueezeExcitation(channels, spec.se_reduction) if spec.se else None
+
+
 def _shortcut(spec: NetSpec, cin: int, cout: int, stride: int) -> nn.Module | None:
     if not spec.residual:
         return None
@@ -68,39 +93,52 @@ def _shortcut(spec: NetSpec, cin: int, cout: int, stride: int) -> nn.Module | No
 
 
 class PlainBlock(nn.Module):
-    """One VGG layer: 3x3 conv, optional BN, ReLU."""
+    """One VGG layer: 3x3 conv, optional BN, ReLU (then the SE gate, on the layer's output)."""
 
     def __init__(self, spec: NetSpec, cin: int, width: int, stride: int) -> None:
         super().__init__()
         self.conv = _conv(spec, cin, width, 3, stride)
         self.bn = _norm(spec, width)
         self.relu = nn.ReLU(inplace=True)
+        self.se = _se(spec, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
+        out = self.relu(self.bn(self.conv(x)))
+        return self.se(out) if self.se is not None else out
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34, CIFAR ResNets); with residual=false the skip is simply absent."""
+    """Two 3x3 convs (ResNet-18/34, CIFAR ResNets); with residual=false the skip is simply absent. Pre-activation
+    (He et al. 2016): BN-ReLU before each conv, the shortcut taken from the pre-activated input where it projects,
+    nothing after the addition."""
 
     def __init__(self, spec: NetSpec, cin: int, width: int, stride: int) -> None:
         super().__init__()
+        self.preact = spec.preact
         self.conv1 = _conv(spec, cin, width, 3, stride)
-        self.bn1 = _norm(spec, width)
+        self.bn1 = _norm(spec, cin if spec.preact else width)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = _conv(spec, width, width, 3)
         self.bn2 = _norm(spec, width)
+        self.se = _se(spec, width)
         self.shortcut = _shortcut(spec, cin, width, stride)
 
     def last_norm(self) -> nn.Module:
         return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        if self.preact:
+            act = self.relu(self.bn1(x))
+            out = self.conv2(self.relu(self.bn2(self.conv1(act))))
+            skip = x if isinstance(self.shortcut, nn.Identity) else act
+        else:
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            skip = x
+        if self.se is not None:
+            out = self.se(out)
         if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.relu(out)
+            out = out + self.shortcut(skip)
+        return out if self.preact else self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -111,25 +149,36 @@ class Bottleneck(nn.Module):
     def __init__(self, spec: NetSpec, cin: int, width: int, stride: int) -> None:
         super().__init__()
         cout = width * self.expansion
+        self.preact = spec.preact
         self.conv1 = _conv(spec, cin, width, 1)
-        self.bn1 = _norm(spec, width)
+        self.bn1 = _norm(spec, cin if spec.preact else width)
         self.conv2 = _conv(spec, width, width, 3, stride)
         self.bn2 = _norm(spec, width)
         self.conv3 = _conv(spec, width, cout, 1)
-        self.bn3 = _norm(spec, cout)
+        self.bn3 = _norm(spec, width if spec.preact else cout)
         self.relu = nn.ReLU(inplace=True)
+        self.se = _se(spec, cout)
         self.shortcut = _shortcut(spec, cin, cout, stride)
 
     def last_norm(self) -> nn.Module:
         return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        if self.preact:  # BN-ReLU-conv three times (He et al. 2016)
+            act = self.relu(self.bn1(x))
+            out = self.conv2(self.relu(self.bn2(self.conv1(act))))
+            out = self.conv3(self.relu(self.bn3(out)))
+            skip = x if isinstance(self.shortcut, nn.Identity) else act
+        else:
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            skip = x
+        if self.se is not None:
+            out = self.se(out)
         if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.relu(out)
+            out = out + self.shortcut(skip)
+        return out if self.preact else self.relu(out)
 
 
 BLOCK_TYPES: dict[str, type[nn.Module]] = {"plain": PlainBlock, "basic": BasicBlock, "bottleneck": Bottleneck}
@@ -155,6 +204,9 @@ class Head(nn.Module):
 
     def __init__(self, spec: NetSpec, cin: int) -> None:
         super().__init__()
+        if spec.preact:  # the last block ends in a conv: one BN-ReLU before the classifier (He et al. 2016)
+            self.norm = _norm(spec, cin)
+            self.relu = nn.ReLU(inplace=True)
         pool = spec.head_pool if spec.head == "fc" else 1
         hidden = spec.head_hidden if spec.head == "fc" else ()
         self.pool = nn.AdaptiveAvgPool2d((pool, pool))
@@ -167,4 +219,6 @@ class Head(nn.Module):
         self.classifier = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "norm"):
+            x = self.relu(self.norm(x))
         return self.classifier(torch.flatten(self.pool(x), 1))

@@ -69,6 +69,13 @@ def _presets() -> dict[str, Preset]:
         for residual, family in ((True, "resnet"), (False, "plain")):
             out[f"{family}{d}"] = Preset(NetSpec(**_CIFAR_RESNET, depths=(n, n, n), residual=residual), 32,
                                          "He et al. 2016 Sec. 4.2, Table 6 / Fig. 6")
+    # He et al. 2016b ("Identity Mappings in Deep Residual Networks"): ResNet-164, the CIFAR bottleneck net (18 blocks
+    # a stage, outputs 64/128/256, projections where the shape changes), and both CIFAR nets with pre-activation
+    out["resnet164"] = Preset(NetSpec(**{**_CIFAR_RESNET, "block": "bottleneck", "shortcut": "B"}, depths=(18, 18, 18)),
+                              32, "He et al. 2016b Table 3 (ResNet-164, original units)")
+    for d in (110, 164):
+        out[f"preact_resnet{d}"] = Preset(out[f"resnet{d}"].spec.replace(preact=True), 32,
+                                          f"He et al. 2016b Table 3 (pre-activation ResNet-{d})")
     for d, depths in VGG_DEPTHS.items():
         out[f"vgg{d}_cifar"] = Preset(NetSpec(**_CIFAR_VGG, depths=depths), 32, "common CIFAR VGG (conv+bias+BN, 1 FC)")
     return out

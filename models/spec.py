@@ -65,6 +65,14 @@ class NetSpec:
                            "normalisation")
     zero_init_residual: bool = knob(False, "zero the last BN gamma of each residual block (Goyal et al. 2017)",
                                     "residual", {"residual": False})
+    preact: bool = knob(False, "pre-activation blocks (He et al. 2016, Identity Mappings): BN-ReLU before each conv, "
+                        "no ReLU after the addition, one BN-ReLU before the head, a stem of its conv alone",
+                        "preactivation")
+    se: bool = knob(False, "Squeeze-and-Excitation (Hu et al. 2018) on each block's output branch, before the "
+                    "addition: global pool, FC to C // se_reduction, ReLU, FC to C, sigmoid, scale",
+                    "squeeze_excitation")
+    se_reduction: Positive = knob(16, "SE: the squeeze width is channels // se_reduction (at least 1)",
+                                  "squeeze_excitation", {"se": False})
     num_classes: Positive = knob(1000, "outputs of the classifier (the run sets it from the dataset)", "classes")
     in_channels: Positive = knob(3, "input image channels", "classes")
 
@@ -175,6 +183,13 @@ def validate(spec: NetSpec) -> None:
             f"model.depths={list(spec.depths)} and model.widths={list(spec.widths)} must be non-empty lists of "
             "the same length (one entry per stage)"
         )
+    if spec.preact and spec.block == "plain":
+        raise ConfigError("model.preact=true needs model.block=basic or bottleneck (pre-activation reorders a "
+                          "block's BN-ReLU-conv units; a plain block is one conv): set model.preact=false or change "
+                          "model.block")
+    if spec.preact and spec.zero_init_residual:
+        raise ConfigError("model.zero_init_residual=true with model.preact=true: a pre-activation branch ends in a "
+                          "conv, not a BN whose gamma could be zeroed: set one of them to false")
     if spec.block == "plain" and spec.residual:
         raise ConfigError(
             "model.residual=true needs model.block=basic or bottleneck (a plain block is a single VGG conv "

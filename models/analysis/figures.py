@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +139,50 @@ def plot_error_vs_depth(rows: Sequence[Configuration], path: str | Path) -> Path
     ax.grid(alpha=0.3)
     ax.legend()
     return finish(fig, path, context(rows))
+
+
+def plot_error_per_epoch(rows: Sequence[Configuration], path: str | Path) -> Path | None:
+    """He et al. 2016 Fig. 6 from the runs' CSV histories: training error (dashed) and held-out error (solid) per
+    epoch, plain nets on the left and their residual twins on the right (one panel when the grid has no twins), the
+    mean over each configuration's finished seeds. Held out = the validation split (test is evaluated once, at the
+    end, on the checkpoint that split selected)."""
+    from models.analysis.runs import epoch_history
+
+    curves = []
+    for r in rows:
+        histories = [h for h in (epoch_history(run) for run in r.finished()) if h]
+        if not histories:
+            continue
+        epochs = min(len(h) for h in histories)
+        mean = [(histories[0][i][0] + 1, *(statistics.fmean(h[i][k] for h in histories if h[i][k] is not None)
+                                         for k in (1, 2))) for i in range(epochs)]
+        curves.append((r, mean))
+    if not curves:
+        return None
+    plt = pyplot()
+    split = any(r.config.get("model/residual") is False for r, _ in curves) and \
+        any(r.config.get("model/residual") is True for r, _ in curves)
+    panels = [("plain", False), ("residual", True)] if split else [("", None)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False, sharey=True)
+    colors = itertools.cycle(("#4c72b0", "#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd"))
+    by_depth: dict[Any, str] = {}
+    for ax, (name, residual) in zip(axes[0], panels):
+        for r, mean in curves:
+            if residual is not None and r.config.get("model/residual") is not residual:
+                continue
+            color = by_depth.setdefault(r.config.get("model/depth") if split else id(r), next(colors))
+            label = r.label or str(r.config.get("model"))
+            xs = [e for e, _, _ in mean]
+            ax.plot(xs, [100 * (1 - t) for _, t, _ in mean], "--", lw=1, color=color, label=f"{label} train")
+            ax.plot(xs, [100 * (1 - v) for _, _, v in mean], "-", lw=2, color=color, label=f"{label} held out")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{name} nets" if name else "error per epoch", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("error (%): dashed training, solid held out")
+    note = (context(rows) + "; training error = running error over each epoch's augmented batches; held out = the "
+            "validation split (the test split is evaluated once, at the end)")
+    return finish(fig, path, note)
 
 
 def _weighted_layers(row: Any) -> list[tuple[Any, Any]]:

@@ -138,11 +138,12 @@ def regen() -> list[Path]:
     from models.analysis.report import report
 
     changed = []
-    for path, text in outputs().items():
-        if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            changed.append(path)
+    for generate in GENERATORS.values():  # in order, each written before the next runs: a new knob's _knobs.yaml
+        for path, text in generate().items():  # must exist before the grids that set it can be composed
+            if not path.is_file() or path.read_text() != text:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                changed.append(path)
     for runs in sorted((REPO / "docs" / "results").glob("*/runs")):
         report(str(runs), out=runs.parent, source=str(runs.relative_to(REPO)))  # the figures beside the table
     for stray in sorted((REPO / "configs" / "model").glob("*.yaml")):

@@ -16,6 +16,7 @@ from models.analysis.explain_grid import VARIANT as ROADMAP_VARIANT
 from models.analysis.figures import (
     plot_compute_curves,
     plot_effects,
+    plot_error_per_epoch,
     plot_error_vs_depth,
     plot_parts,
     plot_roadmap,
@@ -87,6 +88,7 @@ def write_report(rows: Sequence[Configuration], out_dir: str | Path, source: str
                "parts.png": lambda p: bars and plot_parts(bars, p, "Where parameters and multiply-adds live (input "
                                                           f"{'/'.join(map(str, sizes))} px)", context(rows)),
                "error_vs_depth.png": lambda p: plot_error_vs_depth(rows, p),
+               "error_per_epoch.png": lambda p: plot_error_per_epoch(rows, p),
                "effects.png": lambda p: plot_effects([e for e in found if e.metric == "test top-1"], p,
                                                      context(rows)),
                "acc_vs_pflops.png": lambda p: plot_compute_curves(curves(rows, 2), p, "training compute (3 x forward "

@@ -90,8 +90,31 @@ def read_tree(root: str | Path) -> tuple[list[dict[str, Any]], list[tuple[Path, 
             skipped.append((path, why))
             continue
         record.setdefault("run_dir", str(path.parent))
+        record[SOURCE] = str(path)  # where it was read (its CSV history sits beside it); never written back
         records.append(record)
     return records, skipped
+
+
+SOURCE = "_source"
+HISTORY = Path("csv") / "metrics.csv"
+
+
+def epoch_history(record: Mapping[str, Any]) -> list[tuple[int, float | None, float | None]]:
+    """(epoch, train top-1, validation top-1) of each epoch, from the run's CSV history beside its results.json
+    ([] without one): what a training curve is drawn from (results.json keeps only the validation points)."""
+    import csv
+
+    source = record.get(SOURCE)
+    path = Path(source).parent / HISTORY if source else None
+    if path is None or not path.is_file():
+        return []
+    by_epoch: dict[int, dict[str, float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key in ("train/acc", "val/acc"):
+                if row.get(key) and row.get("epoch"):
+                    by_epoch.setdefault(int(row["epoch"]), {})[key] = float(row[key])
+    return [(e, v.get("train/acc"), v.get("val/acc")) for e, v in sorted(by_epoch.items())]
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
