@@ -3,10 +3,11 @@
 Generated are: the model configs (configs/model/*.yaml, from NetSpec and the presets), the explain roadmap grids
 (configs/ablation/roadmap*.yaml and their variants), the tables of docs/config_keys.md (keys and knobs),
 docs/dependencies.md and docs/bad_inputs.md (from their tests' lists), the committed result reports
-(docs/results/<grid>/table.md ... from the records under docs/results/<grid>/runs) and the README's generated
-sections (between `<!-- name:begin -->` and `<!-- name:end -->` markers). `outputs()` returns all of them as text
-without writing anything: tests/unit/test_regen.py compares them with the committed files and names `make regen`;
-`regen()` writes them. Measured outputs (benchmarks, measured times) are not here: they come from their commands.
+(docs/results/<grid>/table.md ... from the records under docs/results/<grid>/runs) and the generated sections of
+the README and docs pages (between `<!-- name:begin -->` and `<!-- name:end -->` markers, readme.MARKED).
+`outputs()` returns all of them as text without writing anything: tests/unit/test_regen.py compares them with the
+committed files and names `make regen`; `regen()` writes them. Measured outputs (benchmarks, measured times) are
+not here: they come from their commands.
 """
 
 from __future__ import annotations
@@ -105,19 +106,24 @@ def result_reports() -> dict[Path, str]:
     return out
 
 
-def readme() -> dict[Path, str]:
-    from models.analysis.readme import sections
+def marked_sections() -> dict[Path, str]:
+    """The README and the docs pages with their generated sections filled (models/analysis/readme.py)."""
+    from models.analysis.readme import MARKED
 
-    path = REPO / "README.md"
-    text = path.read_text()
-    for name, body in sections().items():
-        text = between(text, name, body)
-    return {path: text}
+    out = {}
+    for relative, sections in MARKED.items():
+        path = REPO / relative
+        text = path.read_text()
+        for name, body in sections().items():
+            text = between(text, name, body)
+        out[path] = text
+    return out
 
 
 GENERATORS: dict[str, Callable[[], dict[Path, str]]] = {
     "model configs": model_configs, "roadmap grids": roadmap_grids, "config keys doc": key_docs,
-    "dependency and bad-input docs": test_docs, "result reports": result_reports, "README": readme}
+    "dependency and bad-input docs": test_docs, "result reports": result_reports,
+    "README and docs sections": marked_sections}
 
 
 def outputs() -> dict[Path, str]:

@@ -153,14 +153,25 @@ def effects_markdown(found: Sequence[Effect]) -> str:
             "seed: their difference is exact.\n")
 
 
+def grid_rows(records: Sequence[dict], name: str | None = None, overrides: Sequence[str] = ()
+              ) -> tuple[list[Configuration], str | None]:
+    """The records as configurations in their grid's order, with the grid's jobs that have no record yet counted as
+    missing (the grid: `name`, else the one the records name); (rows, the grid's name)."""
+    from models.analysis.ablation import grid, list_ablations, planned
+
+    names = {str(r["ablation"]) for r in records if r.get("ablation")}
+    name = name or (names.pop() if len(names) == 1 else None)
+    with_overrides = any(r.get("overrides") for r in records)  # wandb records carry no overrides: no grid matching
+    jobs = grid(name, overrides) if name in list_ablations() and with_overrides else None
+    return group_runs(records, jobs, plan=lambda job: planned(name, job)), name
+
+
 def report(target: str, out: str | Path | None = None, wandb_path: str | None = None, ablation: str | None = None,
            overrides: Sequence[str] = (), mixed_code: bool = False, source: str | None = None
            ) -> tuple[str, dict[str, Path]]:
     """Load the runs of `target` (an ablation name or a directory), match them against the ablation's grid (with the
     sweep's command-line `overrides`) to count missing runs, write the outputs. Returns the Markdown and the paths.
     `source`: how the footnote names where the records are (default: the directory as given)."""
-    from models.analysis.ablation import grid, list_ablations, planned
-
     root, name = resolve_target(target)
     if wandb_path:
         records, source = fetch_wandb(wandb_path, name), f"wandb {wandb_path}" + (f" (group {name})" if name else "")
@@ -174,11 +185,7 @@ def report(target: str, out: str | Path | None = None, wandb_path: str | None = 
         fix = f"run it first: python scripts/ablate.py {name}" if name else \
             "point report.py at a sweep directory such as runs/ablation/<name>, or run one with scripts/ablate.py"
         raise ConfigError(f"no runs (results.json) under {source}: {fix}")
-    names = {str(r["ablation"]) for r in records if r.get("ablation")}
-    name = ablation or name or (names.pop() if len(names) == 1 else None)
-    with_overrides = any(r.get("overrides") for r in records)  # wandb records carry no overrides: no grid matching
-    jobs = grid(name, overrides) if name in list_ablations() and with_overrides else None
-    rows = group_runs(records, jobs, plan=lambda job: planned(name, job))
+    rows, name = grid_rows(records, ablation or name, overrides)
     check_code(rows, allow=mixed_code)
     out_dir = Path(out) if out else (root / "report" if not wandb_path else Path("reports") / (name or "wandb"))
     paths = write_report(rows, out_dir, source, title=name or "")

@@ -168,3 +168,24 @@ def report_csv(rows: Sequence[Configuration], path: str | Path) -> Path:
                       r.stat("train/images_per_s")[0], "test/acc_mean": mean, "test/acc_std": std, "n": n,
                       **{s: r.counts()[s] for s in STATUSES}})
     return write_csv(path, lines, fields)
+
+
+def headline_markdown(rows: Sequence[Configuration]) -> str:
+    """The README's short table of a grid, at most 8 columns: the configuration (preset and the knobs the grid
+    varies), params, MACs, train img/s, test top-1 (± sd over seeds), the published number where the setting
+    matches, n. The full table is the report's table.md."""
+    knobs = [k for k in varied_columns(rows) if k not in ("model", "model/name", "model/depth", "model/residual")]
+    p_div, p_unit = unit((r.value("params") for r in rows), "params")
+    m_div, m_unit = unit((r.value("macs") for r in rows), "MACs")
+    packed = any((r.value("packed_jobs") or 1) > 1 for r in rows)
+    header = ["model", p_unit, m_unit, "train img/s" + (" †" if packed else ""), "test top-1", "published", "n"]
+    cells = []
+    for r in rows:
+        name = " ".join([str(r.config.get("model") or r.label),
+                         *(f"{column_name(k, knobs)}={cell(r.config.get(k))}" for k in knobs)])
+        mean, std, n = r.stat(ACC)
+        cells.append([name, num(r.value("params"), "{:.2f}", p_div), num(r.value("macs"), "{:.2f}", m_div),
+                      num(r.stat("train/images_per_s")[0], "{:,.0f}"),
+                      "–" if mean is None else f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std else ""),
+                      published_cells(r)[0], str(n)])
+    return markdown(header, cells, right=range(1, len(header)))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import models
-from helpers.runs import FAST_TRAIN, REPO, compose_train
+from helpers.runs import FAST_TRAIN, compose_train
 from models.complexity import profile
 from models.errors import ConfigError
 from models.train import schema
@@ -76,11 +76,6 @@ def test_results_json(finished_wandb_run: dict) -> None:
     assert r["memory/batch"] == 32 and r["memory/peak_bytes"] > r["memory/states_bytes"] == 4 * 3 * r["params"]
     # every key is one the schema describes (README "What every run records")
     assert schema.unknown(r) == []
-
-
-def test_the_readme_record_table_is_the_schema() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert schema.record_table() in readme, "README's record table is stale: paste models.train.schema.record_table()"
 
 
 def test_same_configuration_same_hash_whatever_the_seed_and_paths() -> None:
