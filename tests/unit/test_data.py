@@ -324,7 +324,7 @@ def test_datamodule_factory_and_its_errors() -> None:
         ({"num_workers": -1}, "data.num_workers"),
         ({"num_workers": "many"}, "data.num_workers"),
         ({"device_resident": "yes"}, "data.device_resident"),
-        ({"image_size": 4}, "data.image_size"),
+        ({"image_size": 0}, "data.image_size"),
         ({"val_size": 1000, "test_size": 1000}, "data.val_size"),
         ({"augment": "no"}, "data.augment"),
     ],

@@ -58,3 +58,17 @@ def test_committed_records_hold_no_machine_paths() -> None:
             text = path.read_text()
             for marker in ("/work/", "/tmp/", "/home/", "/root/", "/Users/"):
                 assert marker not in text, f"{path} holds a machine path ({marker})"
+
+
+def test_published_records_are_not_ignored_by_git() -> None:
+    """A `runs/` ignore rule once kept every exported record out of the commits: the README then said 'Not trained'."""
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    records = [str(p.relative_to(repo)) for p in (repo / "docs" / "results").rglob("results.json")]
+    assert records, "docs/results holds no exported records"
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *records], cwd=repo, capture_output=True, text=True)
+    assert ignored.stdout.strip() == "", f"git ignores published records; fix .gitignore:\n{ignored.stdout}"
