@@ -14,6 +14,8 @@ import pytest
 from helpers.kills import train as killable_train
 from helpers.runs import run_train_script, script_env, wandb_env
 
+# The start line names the images per split and per class: 1,797 digits, stratified by the default seed.
+DIGITS_SPLITS = "(1,257/270/270 train/val/test images, 122-128/26-28/26-28 per class)"
 # Console text the project must never show (unless verbose): causes it cannot act on, or that it fixed at the source.
 SILENCED = ("LeafSpec", "litlogger", "anonymous setting", "srun", "GPU available", "Restoring states",
             "wandb: Tracking run", "Experiment logs directory")
@@ -42,7 +44,8 @@ def test_a_digits_run_prints_a_short_console_without_repeats(digits_run: tuple[P
     assert not repeated, repeated
     shown = "\n".join(lines)
     assert not [s for s in SILENCED if s in shown], shown
-    assert re.search(rf"resnet20 \(269,722 params, 10\.1 MMACs/image at 16 px\) on digits: starting, 78 steps "
+    assert re.search(rf"resnet20 \(269,722 params, 10\.1 MMACs/image at 16 px\) on digits {re.escape(DIGITS_SPLITS)}: "
+                     rf"starting, 78 steps "
                      rf"\(cpu, 32-true\) in {re.escape(str(run_dir))}", shown)
     assert re.search(r"^test/acc\s+0\.\d{4}$", shown, re.M) and "wandb sync" in shown
     assert not any(line.startswith(("INFO:", "[20")) for line in lines)  # no second copy in another format
@@ -76,6 +79,6 @@ def test_a_rerun_after_sigkill_says_it_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     lines = _console(again)
     resume = [line for line in lines if "resuming from" in line]
-    assert resume == [f"resnet20 (269,722 params, 2.5 MMACs/image at 8 px) on digits: resuming from "
+    assert resume == [f"resnet20 (269,722 params, 2.5 MMACs/image at 8 px) on digits {DIGITS_SPLITS}: resuming from "
                       f"{run_dir}/checkpoints/last.ckpt at epoch 1, step 6 of 15 steps (cpu, 32-true) in {run_dir}"]
     assert not any("starting" in line for line in lines)

@@ -37,11 +37,16 @@ if __name__ == "__main__":  # run as a script to regenerate the doc table: tests
 from helpers.cli import run_cli
 from helpers.runs import REPO
 from models.analysis.ablation import list_ablations
-from models.analysis.explain import CHOICES
+from models.analysis.explain import differing, resolve
+from models.presets import list_presets
+from models.spec import knob_names
 
-# listed from the code, not typed: a new grid or design choice changes these messages and nothing here
+# listed from the code, not typed: a new grid, preset, knob or design choice changes these messages and nothing here
 ABLATIONS = ", ".join(sorted(list_ablations()))
-CHOICE_ORDER = ", ".join(c for c in CHOICES if c != "classes")
+CHOICE_ORDER = ", ".join(differing(resolve("vgg16", "a", None), resolve("resnet34", "b", None)))
+PRESETS = ", ".join(list_presets())  # registry order (explain)
+PRESET_OPTIONS = ", ".join(sorted(list_presets()))  # Hydra's config group options, sorted
+KNOBS = ", ".join(knob_names())
 
 TINY = ["data.image_size=8", "data.batch_size=32", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
@@ -165,8 +170,8 @@ class Bad:
 
 
 M = {  # the exact messages ({tmp}: the row's temp dir; {cpus}: CPU count; {*}: text from the OS/library)
-    "unknown-preset": "model=resnet21 is not a known option: choose one of plain110, plain18, plain20, plain32, plain34, plain44, plain56, resnet101, resnet110, resnet152, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, vgg11, vgg11_bn, vgg11_cifar, vgg13, vgg13_bn, vgg13_cifar, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn, vgg19_cifar",
-    "unknown-knob": "unknown model knob 'depthz' in model.depthz: valid knobs are stem, stem_width, block, residual, shortcut, downsample, depths, widths, head, head_pool, head_hidden, dropout, batch_norm, conv_bias, zero_init_residual, num_classes, in_channels",
+    "unknown-preset": f"model=resnet21 is not a known option: choose one of {PRESET_OPTIONS}",
+    "unknown-knob": f"unknown model knob 'depthz' in model.depthz: valid knobs are {KNOBS}",
     "invalid-knob-value": "model.head='mlp' is not valid: choose one of fc, gap",
     "invalid-knob-type": "model.widths=16 is not valid: use a list of integers >= 1",
     "input-too-small": "data.image_size=16 is too small for this model (stem=resnet, downsample=stride, 4 stages reduce by 32x): use data.image_size>=32 or fewer stages",
@@ -214,15 +219,15 @@ M = {  # the exact messages ({tmp}: the row's temp dir; {cpus}: CPU count; {*}: 
     "complexity-bad-precision": "precision='fp8' is not valid: choose one of 32, bf16, 16 (or 32-true, bf16-mixed, 16-mixed)",
     "unknown-block": "model.block='wide' is not valid: choose one of plain, basic, bottleneck",
     "unknown-schedule": "sched.name='linear' is not valid: choose one of cosine, multistep, onecycle, constant",
-    "complexity-unknown-knob": "unknown model knob 'stemm' in model.stemm: valid knobs are stem, stem_width, block, residual, shortcut, downsample, depths, widths, head, head_pool, head_hidden, dropout, batch_norm, conv_bias, zero_init_residual, num_classes, in_channels",
+    "complexity-unknown-knob": f"unknown model knob 'stemm' in model.stemm: valid knobs are {KNOBS}",
     "complexity-input-too-small": "input_size=16 is too small for this model (stem=resnet, downsample=stride, 4 stages reduce by 32x): use input_size>=32 or fewer stages",
     "graphs-accumulate": "compile=reduce-overhead replays CUDA graphs, whose next replay overwrites the gradients being accumulated (trainer.accumulate_grad_batches=2): set trainer.accumulate_grad_batches=1 (a bigger data.batch_size) or compile=default",
-    "explain-unknown-preset": "a=vgg17 is not a known preset: choose one of vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34, resnet20, plain20, resnet32, plain32, resnet44, plain44, resnet56, plain56, resnet110, plain110, vgg11_cifar, vgg13_cifar, vgg16_cifar, vgg19_cifar",
+    "explain-unknown-preset": f"a=vgg17 is not a known preset: choose one of {PRESETS}",
     "explain-same-network": "a=vgg16 and b=vgg16 are the same network: pick two networks that differ",
     "explain-input-too-small": "a=vgg16: input_size=16 is too small for this model (stem=vgg, downsample=maxpool, 5 stages reduce by 32x): use input_size>=32 or fewer stages",
     "explain-missing-b": "b is not set: name the two networks, e.g. python scripts/explain.py a=vgg16 b=resnet34",
     "explain-bad-order": f"order=residual,head must list each differing choice once: {CHOICE_ORDER}",
-    "complexity-unknown-preset": "model=vgg17 is not a known option: choose one of plain110, plain18, plain20, plain32, plain34, plain44, plain56, resnet101, resnet110, resnet152, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, vgg11, vgg11_bn, vgg11_cifar, vgg13, vgg13_bn, vgg13_cifar, vgg16, vgg16_bn, vgg16_cifar, vgg19, vgg19_bn, vgg19_cifar",
+    "complexity-unknown-preset": f"model=vgg17 is not a known option: choose one of {PRESET_OPTIONS}",
 }
 
 T = "train"
